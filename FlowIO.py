@@ -1,0 +1,698 @@
+"""Class-per-folder images -> TFRecords, and the one input pipeline that reads them.
+
+    python FlowIO.py [--image_dir data/images] [--output_dir data/tfrecords]
+                     [--validation_ratio 0.2] [--seed 0] [--validation_dir DIR]
+                     [--max_side N] [--num_shards N] [--workers N]
+
+Write side: every top-level sub-folder of --image_dir is a class (sorted names;
+images in deeper folders belong to it). Each file is decoded by content with
+Pillow and normalised to 8-bit RGB (EXIF orientation applied; CMYK, grayscale,
+palette and 16-bit images converted; alpha composited on white; first frame of
+an animation), then stored as JPEG. Files that cannot be used are skipped and
+reported with their reason; nothing is dropped silently. Writes to
+--output_dir: labels.txt ("index:name", UTF-8), train-*/validation-* TFRecord
+shards, and dataset.json (classes, counts, skipped files, duplicates, options,
+a fingerprint of the data).
+
+Read side (used by train.py, Evaluation.py and useModel.py): `make_dataset`,
+`preprocess_for_train`, `preprocess_for_eval` and `encode_image_file`, the one
+definition of how an image becomes the network's input.
+"""
+import argparse
+import hashlib
+import io
+import json
+import math
+import multiprocessing
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+# Set before TensorFlow is imported (see resnet.py for why).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+import tensorflow as tf
+
+# ---------------------------------------------------------------------------
+# Facts shared by the write and the read side
+# ---------------------------------------------------------------------------
+LABELS_FILE = "labels.txt"
+DATASET_FILE = "dataset.json"
+SPLITS = ("train", "validation")
+JPEG_QUALITY = 95            # what re-encoded images are stored at
+BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
+# Pillow refuses images over twice this many pixels outright and warns above
+# it; we refuse both, so a 20000x20000 PNG cannot exhaust memory.
+MAX_PIXELS = 64_000_000
+# Input normalisation, in 0..255 units: ImageNet's per-channel mean and std.
+MEAN_RGB = (123.68, 116.78, 103.94)
+STD_RGB = (58.40, 57.12, 57.38)
+# Evaluation resizes the shorter side to image_size / EVAL_CROP, then takes the
+# central image_size square (the usual 87.5% centre crop).
+EVAL_CROP = 0.875
+# Training crops cover this fraction range of the image area, then flip.
+TRAIN_CROP_AREA = (0.25, 1.0)
+
+IGNORED_FILES = {"Thumbs.db", "desktop.ini"}
+
+
+class UserError(Exception):
+    """A problem the user can fix: printed as one line, never as a traceback."""
+
+
+def run_main(main):
+    """Runs a script's main(): a UserError becomes 'error: ...' and exit code 2."""
+    try:
+        main()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+# ---------------------------------------------------------------------------
+# Decoding one image file (shared by FlowIO's ingestion and useModel.py)
+# ---------------------------------------------------------------------------
+class BadImage(Exception):
+    """The file is not a usable image; the message is the reason."""
+
+
+def _to_rgb(image):
+    """Any Pillow image -> 8-bit RGB without clipping or warnings."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        # 16/32-bit grayscale: Pillow's convert("RGB") clips to 255, which turns
+        # a 16-bit scan white (Pillow issues 2574, 5991). Scale instead.
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        if image.mode == "F" and pixels.max() <= 1.0:
+            top = 1.0
+        gray = np.clip(np.round(pixels * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _decode(data, max_side=None):
+    """Encoded bytes -> (PIL RGB image, source format, was_changed).
+
+    Raises BadImage with the reason when the bytes are not a usable image.
+    """
+    if not data:
+        raise BadImage("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            source_format = image.format
+            if image.width * image.height > MAX_PIXELS:
+                raise BadImage(f"too large to decode safely ({image.width}x{image.height} "
+                               f"pixels, limit {MAX_PIXELS:,}): shrink it first")
+            image.load()  # the first frame of an animation; raises on truncation
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadImage(f"too large to decode safely: {error}")
+    except UnidentifiedImageError:
+        raise BadImage("not an image Pillow can read")
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise BadImage(f"broken image: {error}")
+    upright = ImageOps.exif_transpose(image)
+    changed = upright is not image
+    rgb = _to_rgb(upright)
+    changed = changed or rgb.mode != image.mode
+    if max_side and max(rgb.size) > max_side:
+        rgb.thumbnail((max_side, max_side), Image.LANCZOS)
+        changed = True
+    return rgb, source_format, changed
+
+
+def encode_image_bytes(data, max_side=None):
+    """Encoded bytes of any image -> (JPEG bytes, height, width) as stored.
+
+    A JPEG that is already 8-bit RGB or gray, upright and not resized is kept
+    byte for byte (no second lossy compression); everything else is
+    normalised to RGB and encoded at JPEG_QUALITY.
+    """
+    rgb, source_format, changed = _decode(data, max_side)
+    if source_format == "JPEG" and not changed:
+        return data, rgb.height, rgb.width
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+    return buffer.getvalue(), rgb.height, rgb.width
+
+
+def encode_image_file(path, max_side=None):
+    """An image file -> (JPEG bytes, height, width), exactly as FlowIO stores it.
+
+    useModel.py feeds these bytes through preprocess_for_eval, so a file is
+    seen by prediction exactly as its record is seen by evaluation.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise BadImage(f"cannot read: {error.strerror or error}")
+    return encode_image_bytes(data, max_side)
+
+
+# ---------------------------------------------------------------------------
+# Finding the images
+# ---------------------------------------------------------------------------
+def _is_hidden(name):
+    return name.startswith(".") or name in IGNORED_FILES
+
+
+def _walk_files(folder):
+    """Every non-hidden file under folder, sorted; never loops on symlinks."""
+    seen_dirs = set()
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen_dirs:  # a symlink loop or a second link to one folder
+            dirs[:] = []
+            continue
+        seen_dirs.add(real)
+        dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
+        found.extend(os.path.join(root, f) for f in files if not _is_hidden(f))
+    return sorted(found)
+
+
+def find_images(image_dir):
+    """{class name: [file paths]} for a class-per-folder tree, and the files
+    outside any class folder (which cannot be labelled)."""
+    classes, stray = {}, []
+    for entry in sorted(os.listdir(image_dir)):
+        path = os.path.join(image_dir, entry)
+        if _is_hidden(entry):
+            continue
+        if os.path.isdir(path):
+            classes[entry] = _walk_files(path)
+        else:
+            stray.append(path)
+    return classes, stray
+
+
+# ---------------------------------------------------------------------------
+# Converting (runs in worker processes)
+# ---------------------------------------------------------------------------
+def _convert_one(task):
+    """Reads, checks, normalises and stages one image; returns its record."""
+    index, path, staging_dir, max_side = task
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        return {"index": index, "error": f"cannot read: {error.strerror or error}"}
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        encoded, height, width = encode_image_bytes(data, max_side)
+    except BadImage as error:
+        return {"index": index, "error": str(error), "sha256": digest}
+    staged = os.path.join(staging_dir, f"{index}.jpg")
+    with open(staged, "wb") as f:
+        f.write(encoded)
+    return {"index": index, "sha256": digest, "height": height, "width": width,
+            "bytes": len(encoded), "staged": staged}
+
+
+class _Progress:
+    """One line on stderr: a live bar on a terminal, a few lines in a log."""
+
+    def __init__(self, total, what):
+        self.total, self.what, self.start = total, what, time.time()
+        self.tty = sys.stderr.isatty()
+        self.last_decile = -1
+
+    def update(self, done):
+        rate = done / max(time.time() - self.start, 1e-9)
+        line = f"{self.what}: {done}/{self.total} ({rate:.0f}/s)"
+        if self.tty:
+            bar = "#" * int(30 * done / max(self.total, 1))
+            print(f"\r[{bar:<30}] {line}", end="\n" if done == self.total else "",
+                  file=sys.stderr, flush=True)
+        elif done * 10 // max(self.total, 1) > self.last_decile:
+            self.last_decile = done * 10 // max(self.total, 1)
+            print(line, file=sys.stderr, flush=True)
+
+
+def _convert_all(tasks, workers):
+    """Runs _convert_one over tasks on `workers` processes, in order."""
+    progress = _Progress(len(tasks), "converting")
+    results = []
+    if workers <= 1 or len(tasks) < 64:
+        iterator = map(_convert_one, tasks)
+        pool = None
+    else:
+        # fork: workers need only Pillow, and TensorFlow has run nothing yet.
+        pool = multiprocessing.get_context("fork").Pool(workers)
+        iterator = pool.imap(_convert_one, tasks, chunksize=8)
+    try:
+        for result in iterator:
+            results.append(result)
+            if len(results) % 25 == 0 or len(results) == len(tasks):
+                progress.update(len(results))
+    finally:
+        if pool is not None:
+            pool.terminate()
+    return results
+
+
+# ---------------------------------------------------------------------------
+# Splitting and writing
+# ---------------------------------------------------------------------------
+def _split_class(items, ratio, rng):
+    """Deterministic split of one class: (train, validation).
+
+    Every class with at least 2 images gets at least 1 validation image (so
+    each class is measured) and keeps at least 1 training image.
+    """
+    items = list(items)
+    rng.shuffle(items)
+    if ratio <= 0 or len(items) < 2:
+        return items, []
+    n_val = min(max(1, round(len(items) * ratio)), len(items) - 1)
+    return items[n_val:], items[:n_val]
+
+
+def _auto_num_shards(total_bytes, num_examples):
+    """Shard count from TensorFlow's tf.data guidance: files of at least 10 MB,
+    ideally ~100 MB, and several files per split so reads can interleave."""
+    by_size = math.ceil(total_bytes / 100e6)
+    for_parallel_reads = min(4, int(total_bytes // 10e6))
+    return max(1, min(max(by_size, for_parallel_reads), num_examples))
+
+
+def _bytes_feature(value):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int64_feature(value):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+
+def _make_example(encoded, label, height, width, filename):
+    return tf.train.Example(features=tf.train.Features(feature={
+        "image/encoded": _bytes_feature(encoded),
+        "image/format": _bytes_feature(b"jpeg"),
+        "image/class/label": _int64_feature(label),
+        "image/height": _int64_feature(height),
+        "image/width": _int64_feature(width),
+        "image/filename": _bytes_feature(filename.encode("utf-8")),
+    }))
+
+
+def shard_name(split, index, count):
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def _write_shards(split, examples, num_shards, out_dir):
+    """Writes examples round-robin into num_shards files; returns their names."""
+    names = [shard_name(split, i, num_shards) for i in range(num_shards)]
+    writers = [tf.io.TFRecordWriter(os.path.join(out_dir, name)) for name in names]
+    try:
+        for i, example in enumerate(examples):
+            with open(example["staged"], "rb") as f:
+                encoded = f.read()
+            writers[i % num_shards].write(_make_example(
+                encoded, example["label"], example["height"], example["width"],
+                example["filename"]).SerializeToString())
+    finally:
+        for writer in writers:
+            writer.close()
+    return names
+
+
+def _size_stats(values):
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def _fingerprint(examples):
+    """A hash of what the records hold: file, class, split and content."""
+    digest = hashlib.sha256()
+    for e in sorted(examples, key=lambda e: (e["split"], e["filename"])):
+        digest.update(f"{e['split']}\t{e['filename']}\t{e['label']}\t{e['sha256']}\n".encode())
+    return digest.hexdigest()
+
+
+def _check_writable(output_dir):
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=output_dir, prefix=".flowio-probe-")
+        probe.close()
+    except OSError as error:
+        raise UserError(f"cannot write to --output_dir {output_dir}: "
+                        f"{error.strerror or error}; choose a writable folder")
+
+
+def _replace_outputs(new_dir, output_dir, names):
+    """Moves the finished files in, replacing the previous run's output.
+
+    dataset.json goes first out and last in: readers need it, so a run killed
+    while files are swapped leaves an output that asks to be rebuilt rather
+    than a mix of old and new shards.
+    """
+    old_info = os.path.join(output_dir, DATASET_FILE)
+    if os.path.exists(old_info):
+        os.remove(old_info)
+    for name in os.listdir(output_dir):
+        if name == LABELS_FILE or (name.endswith(".tfrecord") and name.split("-")[0] in SPLITS):
+            os.remove(os.path.join(output_dir, name))
+    for name in names + [LABELS_FILE, DATASET_FILE]:
+        os.replace(os.path.join(new_dir, name), os.path.join(output_dir, name))
+
+
+def _remove_stale_temporaries(output_dir):
+    """Temporary folders of runs that were killed before they finished."""
+    for name in os.listdir(output_dir):
+        if name.startswith(".flowio-tmp-"):
+            shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+
+
+def convert(image_dir, output_dir, validation_ratio=0.2, seed=0, validation_dir=None,
+            max_side=None, num_shards=None, workers=None):
+    """Converts a class-per-folder tree; returns the dataset.json dict."""
+    for name, folder in (("--image_dir", image_dir), ("--validation_dir", validation_dir)):
+        if folder is not None and not os.path.isdir(folder):
+            raise UserError(f"{name} {folder} is not a folder: put one sub-folder of "
+                            f"images per class there")
+    if not 0 <= validation_ratio < 1:
+        raise UserError(f"--validation_ratio {validation_ratio} must be in [0, 1)")
+    _check_writable(output_dir)
+    _remove_stale_temporaries(output_dir)
+
+    # 1. Find the files of each tree.
+    trees = [("train", image_dir)] + ([("validation", validation_dir)] if validation_dir else [])
+    files = []  # (tree, class, path, name relative to its tree)
+    skipped = []
+    for tree, root in trees:
+        classes, stray = find_images(root)
+        for path in stray:
+            skipped.append({"path": path, "reason": "not inside a class folder"})
+        for class_name, paths in classes.items():
+            files.extend((tree, class_name, p, os.path.relpath(p, root)) for p in paths)
+        if tree == "train" and not classes:
+            raise UserError(f"--image_dir {root} has no class folders: put one sub-folder "
+                            f"of images per class there")
+    if not files:
+        raise UserError(f"--image_dir {image_dir} has no files in its class folders")
+
+    # 2. Decode, check and stage every file in parallel.
+    tmp_dir = tempfile.mkdtemp(prefix=".flowio-tmp-", dir=output_dir)
+    try:
+        staging = os.path.join(tmp_dir, "staging")
+        os.makedirs(staging)
+        results = _convert_all([(i, path, staging, max_side) for i, (_, _, path, _) in
+                                enumerate(files)], workers or os.cpu_count() or 1)
+
+        # 3. Keep the good ones; report broken files, duplicates and conflicts.
+        good, by_hash = [], {}
+        for (tree, class_name, path, rel), result in zip(files, results):
+            if "error" in result:
+                skipped.append({"path": path, "reason": result["error"]})
+                continue
+            item = dict(result, tree=tree, class_name=class_name, path=path, filename=rel)
+            by_hash.setdefault(result["sha256"], []).append(item)
+        duplicates, conflicts = [], []
+        for copies in by_hash.values():
+            class_names = sorted({c["class_name"] for c in copies})
+            if len(class_names) > 1:
+                # The same picture under two labels: a labelling error. Training
+                # on it teaches noise, so no copy is used until the user decides.
+                conflicts.append({"paths": [c["path"] for c in copies], "classes": class_names})
+                for c in copies:
+                    skipped.append({"path": c["path"], "reason": "the same image is in classes "
+                                    + ", ".join(class_names) + ": keep it in one"})
+                continue
+            good.append(copies[0])
+            for c in copies[1:]:
+                duplicates.append({"path": c["path"], "duplicate_of": copies[0]["path"]})
+                skipped.append({"path": c["path"], "reason": f"duplicate of {copies[0]['path']}"})
+
+        # 4. Classes are the folders with at least one usable image.
+        counts = {}
+        for item in good:
+            counts.setdefault(item["class_name"], 0)
+            counts[item["class_name"]] += 1
+        train_classes = sorted({i["class_name"] for i in good if i["tree"] == "train"})
+        empty_classes = sorted(set(c for t, c, _, _ in files if t == "train") - set(train_classes))
+        extra = sorted({i["class_name"] for i in good if i["tree"] == "validation"} - set(train_classes))
+        if extra:
+            raise UserError(f"--validation_dir {validation_dir} has classes that --image_dir "
+                            f"lacks: {', '.join(extra)}; use the same class folders in both")
+        if len(train_classes) < 2:
+            raise UserError(f"--image_dir {image_dir} has {len(train_classes)} class folder(s) "
+                            f"with usable images; a classifier needs at least 2 "
+                            f"(see dataset.json reasons in the report above)"
+                            if train_classes else
+                            f"--image_dir {image_dir} has no usable images in its class folders")
+        labels = {name: index for index, name in enumerate(train_classes)}
+
+        # 5. Split each class (deterministic for the seed), then shuffle each split
+        #    so every shard mixes the classes.
+        rng = random.Random(seed)
+        splits = {split: [] for split in SPLITS}
+        for class_name in train_classes:
+            own = [i for i in good if i["class_name"] == class_name and i["tree"] == "train"]
+            if validation_dir:
+                splits["train"].extend(own)
+                splits["validation"].extend(i for i in good if i["class_name"] == class_name
+                                            and i["tree"] == "validation")
+            else:
+                train, validation = _split_class(own, validation_ratio, rng)
+                splits["train"].extend(train)
+                splits["validation"].extend(validation)
+        for split, items in splits.items():
+            rng.shuffle(items)
+            for item in items:
+                item["split"], item["label"] = split, labels[item["class_name"]]
+
+        # 6. Write shards, labels.txt and dataset.json into the temporary folder.
+        shards = {}
+        for split, items in splits.items():
+            if not items:
+                shards[split] = []
+                continue
+            count = num_shards or _auto_num_shards(sum(i["bytes"] for i in items), len(items))
+            shards[split] = _write_shards(split, items, min(count, len(items)), tmp_dir)
+        with open(os.path.join(tmp_dir, LABELS_FILE), "w", encoding="utf-8") as f:
+            f.writelines(f"{index}:{name}\n" for index, name in enumerate(train_classes))
+        all_items = splits["train"] + splits["validation"]
+        info = {
+            "classes": train_classes,
+            "counts": {name: {split: sum(1 for i in splits[split] if i["class_name"] == name)
+                              for split in SPLITS} for name in train_classes},
+            "num_examples": {split: len(items) for split, items in splits.items()},
+            "shards": shards,
+            "skipped": skipped,
+            "duplicates": duplicates,
+            "label_conflicts": conflicts,
+            "empty_classes": empty_classes,
+            "image_size": {"height": _size_stats([i["height"] for i in all_items]),
+                           "width": _size_stats([i["width"] for i in all_items])},
+            "options": {"image_dir": os.path.abspath(image_dir),
+                        "validation_dir": validation_dir and os.path.abspath(validation_dir),
+                        "validation_ratio": validation_ratio, "seed": seed,
+                        "max_side": max_side, "num_shards": num_shards,
+                        "jpeg_quality": JPEG_QUALITY},
+            "fingerprint": _fingerprint(all_items),
+        }
+        with open(os.path.join(tmp_dir, DATASET_FILE), "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=1, ensure_ascii=False)
+
+        # 7. Swap them in.
+        _replace_outputs(tmp_dir, output_dir, shards["train"] + shards["validation"])
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return info
+
+
+def _print_report(info, output_dir):
+    total = sum(info["num_examples"].values())
+    print(f"{total} images in {len(info['classes'])} classes -> {output_dir}: "
+          f"train {info['num_examples']['train']} in {len(info['shards']['train'])} shard(s), "
+          f"validation {info['num_examples']['validation']} in "
+          f"{len(info['shards']['validation'])} shard(s)")
+    width = max(len(name) for name in info["classes"])
+    for index, name in enumerate(info["classes"]):
+        counts = info["counts"][name]
+        print(f"  {index:3d} {name:<{width}}  train {counts['train']:6d}  "
+              f"validation {counts['validation']:6d}")
+    for name in info["empty_classes"]:
+        print(f"  not a class: {name} (no usable image)")
+    if info["skipped"]:
+        print(f"skipped {len(info['skipped'])} file(s):")
+        for entry in info["skipped"]:
+            print(f"  {entry['path']}: {entry['reason']}")
+    if info["label_conflicts"]:
+        print(f"{len(info['label_conflicts'])} image(s) appear in more than one class: "
+              "fix the labels and re-run")
+    print(f"report: {os.path.join(output_dir, DATASET_FILE)}")
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description="Convert a class-per-folder image tree to TFRecords.")
+    parser.add_argument("--image_dir", default="data/images",
+                        help="one sub-folder of images per class (default: %(default)s)")
+    parser.add_argument("--output_dir", default="data/tfrecords",
+                        help="where shards, labels.txt and dataset.json go (default: %(default)s)")
+    parser.add_argument("--validation_ratio", type=float, default=0.2,
+                        help="fraction of each class held out for validation (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the split and shard order (default: %(default)s)")
+    parser.add_argument("--validation_dir", default=None,
+                        help="a separate class-per-folder validation tree; "
+                             "replaces --validation_ratio")
+    parser.add_argument("--max_side", type=int, default=None,
+                        help="shrink images whose longer side exceeds this many pixels "
+                             "(smaller, faster records; detail beyond it is lost)")
+    parser.add_argument("--num_shards", type=int, default=None,
+                        help="shards per split (default: ~100 MB each, several when large)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes decoding images (default: all cores)")
+    args = parser.parse_args()
+    info = convert(args.image_dir, args.output_dir, args.validation_ratio, args.seed,
+                   args.validation_dir, args.max_side, args.num_shards, args.workers)
+    _print_report(info, args.output_dir)
+
+
+# ---------------------------------------------------------------------------
+# Read side
+# ---------------------------------------------------------------------------
+def read_labels(path):
+    """labels.txt ("index:name" lines) -> list of names in index order."""
+    names = []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            index, sep, name = line.partition(":")
+            if not sep or not index.isdigit() or int(index) != len(names):
+                raise UserError(f"{path} line {line_number} is not 'index:name' in order: "
+                                f"{line!r}; re-run FlowIO.py")
+            names.append(name)
+    return names
+
+
+def load_dataset_info(data_dir):
+    """dataset.json of a FlowIO output folder, with a clear error if absent."""
+    path = os.path.join(data_dir, DATASET_FILE)
+    if not os.path.exists(path):
+        raise UserError(f"{path} not found: run 'python FlowIO.py --output_dir {data_dir}' first")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def shard_paths(data_dir, split):
+    info = load_dataset_info(data_dir)
+    paths = [os.path.join(data_dir, name) for name in info["shards"].get(split, [])]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise UserError(f"{missing[0]} is missing: re-run FlowIO.py to rebuild {data_dir}")
+    return paths
+
+
+def normalize(image):
+    """float RGB in 0..255 -> the network's input scale."""
+    return (image - tf.constant(MEAN_RGB)) / tf.constant(STD_RGB)
+
+
+def preprocess_for_eval(encoded, image_size):
+    """JPEG bytes -> [image_size, image_size, 3] float: shorter side resized to
+    image_size / EVAL_CROP, then the central square. The only eval transform."""
+    image = tf.cast(tf.io.decode_jpeg(encoded, channels=3), tf.float32)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = math.ceil(image_size / EVAL_CROP) / tf.reduce_min(shape)
+    resized = tf.cast(tf.round(shape * scale), tf.int32)
+    image = tf.image.resize(image, resized, antialias=True)
+    image = tf.image.resize_with_crop_or_pad(image, image_size, image_size)
+    return normalize(image)
+
+
+def preprocess_for_train(encoded, image_size):
+    """JPEG bytes -> a random crop (TRAIN_CROP_AREA of the area, aspect 3/4..4/3)
+    resized to image_size, randomly flipped. Decodes only the crop."""
+    shape = tf.io.extract_jpeg_shape(encoded)
+    begin, size, _ = tf.image.sample_distorted_bounding_box(
+        shape, bounding_boxes=tf.zeros([1, 0, 4]), min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3), area_range=TRAIN_CROP_AREA,
+        max_attempts=10, use_image_if_no_bounding_boxes=True)
+    window = tf.stack([begin[0], begin[1], size[0], size[1]])
+    image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
+    image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size], antialias=True)
+    image = tf.image.random_flip_left_right(image)
+    return normalize(image)
+
+
+_FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+    "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+
+
+def make_dataset(data_dir, split, image_size, batch_size, training, seed=None,
+                 cache=False):
+    """tf.data pipeline of (images, labels, filenames) batches for one split.
+
+    training: shuffled shards and records, random crops/flips, repeats forever,
+      drops the last partial batch. Otherwise: every record once, in order,
+      with the eval transform.
+    cache: keep the encoded records in memory after the first pass (for data
+      that fits in memory).
+    Corrupt records raise tf.errors.DataLossError; they are never skipped
+    (ignore_errors() would silently drop the rest of a shard): see
+    explain_data_error().
+    """
+    paths = shard_paths(data_dir, split)
+    if not paths:
+        raise UserError(f"{data_dir} has no {split} records: re-run FlowIO.py "
+                        f"with --validation_ratio above 0 or --validation_dir")
+    autotune = tf.data.AUTOTUNE
+    files = tf.data.Dataset.from_tensor_slices(paths)
+    if training:
+        files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(paths), 8),
+                               num_parallel_calls=autotune, deterministic=not training)
+    records = records.map(lambda r: tf.io.parse_single_example(r, _FEATURES),
+                          num_parallel_calls=autotune)
+    if cache:
+        records = records.cache()
+    if training:
+        records = records.shuffle(10000, seed=seed, reshuffle_each_iteration=True).repeat()
+    preprocess = preprocess_for_train if training else preprocess_for_eval
+    dataset = records.map(
+        lambda f: (preprocess(f["image/encoded"], image_size),
+                   tf.cast(f["image/class/label"], tf.int32), f["image/filename"]),
+        num_parallel_calls=autotune, deterministic=not training)
+    return dataset.batch(batch_size, drop_remainder=training).prefetch(autotune)
+
+
+def explain_data_error(data_dir, split, error):
+    """A one-line UserError naming the damaged shard behind a DataLossError."""
+    for path in shard_paths(data_dir, split):
+        try:
+            for _ in tf.compat.v1.io.tf_record_iterator(path):
+                pass
+        except tf.errors.DataLossError as shard_error:
+            return UserError(f"{path} is damaged ({shard_error.message.splitlines()[0]}): "
+                             f"re-run FlowIO.py to rebuild {data_dir}")
+    return UserError(f"reading {data_dir} failed: {error.message.splitlines()[0]}; "
+                     f"re-run FlowIO.py")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,246 @@
+"""Bottleneck ResNet-50/101/152 in TensorFlow 1 style (tf.compat.v1 + tf-slim).
+
+The network of the seed document (../shared/seed/), built from the dictionary
+`ResNet_demo`, with the seed's bugs fixed so it runs on today's TensorFlow:
+
+    import tensorflow as tf, resnet
+    images = tf.compat.v1.placeholder(tf.float32, [None, 224, 224, 3])
+    with tf_slim.arg_scope(resnet.resnet_arg_scope()):
+        logits = resnet.inference(images, resnet.ResNet_demo["layer_50"],
+                                  num_output=10, is_train=False)
+
+Layout (He et al., "Deep Residual Learning for Image Recognition",
+arXiv 1512.03385, table 1, and TF-slim's resnet_v1):
+  stem     7x7/2 conv, 64 channels -> 3x3/2 max pool
+  stages   4 stages of bottleneck blocks 1x1 (depth/4) -> 3x3 (depth/4) -> 1x1 (depth);
+           the LAST block of stages 1-3 carries stride 2 (as slim's resnet_v1_block)
+  shortcut option A of the paper: the input, zero-padded to the new depth and
+           sampled by a strided 1x1 max pool -- no extra weights
+  head     batch norm + ReLU -> global average pool -> 1x1 conv logits
+
+A key "layer_N" builds exactly N weight layers: the stem conv, three convs per
+block and the logits conv (50 = 1 + 3 * (3 + 4 + 6 + 3) + 1).
+"""
+import os
+
+# oneDNN is off by default on AMD CPUs; without it backprop through convs on
+# small feature maps is pathologically slow (6.7x at 32 px, DEVELOPERS.md).
+# It must be set before TensorFlow is imported; a user's own setting wins.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import warnings
+
+import tensorflow as tf
+import tf_slim as slim
+
+# tf-slim's layers still call the deprecated `layer.apply`; one warning per
+# conv would bury the user's output.
+warnings.filterwarnings("ignore", message=".*layer.apply.*is deprecated")
+
+# The one place each depth is defined: per stage, its output depth and how many
+# bottleneck blocks it stacks ("num_class" is the seed's name for that count).
+ResNet_demo = {
+    # One block per stage: the small configuration for the demo and the tests.
+    "layer_14": [{"depth": 256, "num_class": 1}, {"depth": 512, "num_class": 1},
+                 {"depth": 1024, "num_class": 1}, {"depth": 2048, "num_class": 1}],
+    "layer_50": [{"depth": 256, "num_class": 3}, {"depth": 512, "num_class": 4},
+                 {"depth": 1024, "num_class": 6}, {"depth": 2048, "num_class": 3}],
+    "layer_101": [{"depth": 256, "num_class": 3}, {"depth": 512, "num_class": 4},
+                  {"depth": 1024, "num_class": 23}, {"depth": 2048, "num_class": 3}],
+    "layer_152": [{"depth": 256, "num_class": 3}, {"depth": 512, "num_class": 8},
+                  {"depth": 1024, "num_class": 36}, {"depth": 2048, "num_class": 3}],
+}
+
+STEM_DEPTH = 64
+BATCH_NORM_DECAY = 0.99
+BATCH_NORM_EPSILON = 1e-5
+
+
+def batch_norm(inputs, is_training, decay=BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON,
+               scope="BatchNorm"):
+    """Fused batch norm with moving statistics, usable as slim's normalizer_fn.
+
+    slim.batch_norm and tf.compat.v1.layers.batch_normalization no longer run
+    on TF 2.21 (DEVELOPERS.md), so this is the same computation on the fused
+    kernel, with slim's variable names (BatchNorm/beta, gamma, moving_mean,
+    moving_variance) so checkpoints keep the familiar layout.
+
+    Training normalises with the batch statistics and adds the moving-average
+    updates to tf.GraphKeys.UPDATE_OPS (slim's create_train_op runs them);
+    inference normalises with the moving statistics.
+    """
+    with tf.compat.v1.variable_scope(scope):
+        depth = inputs.get_shape().as_list()[-1]
+        beta = tf.compat.v1.get_variable(
+            "beta", [depth], initializer=tf.compat.v1.zeros_initializer())
+        gamma = tf.compat.v1.get_variable(
+            "gamma", [depth], initializer=tf.compat.v1.ones_initializer())
+        statistics = dict(trainable=False, collections=[
+            tf.compat.v1.GraphKeys.GLOBAL_VARIABLES,
+            tf.compat.v1.GraphKeys.MODEL_VARIABLES,
+            tf.compat.v1.GraphKeys.MOVING_AVERAGE_VARIABLES])
+        moving_mean = tf.compat.v1.get_variable(
+            "moving_mean", [depth], initializer=tf.compat.v1.zeros_initializer(),
+            **statistics)
+        moving_variance = tf.compat.v1.get_variable(
+            "moving_variance", [depth], initializer=tf.compat.v1.ones_initializer(),
+            **statistics)
+        if not is_training:
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, mean=moving_mean, variance=moving_variance,
+                epsilon=epsilon, is_training=False)
+            return outputs
+        outputs, batch_mean, batch_variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, gamma, beta, epsilon=epsilon, is_training=True)
+        for moving, batch in ((moving_mean, batch_mean), (moving_variance, batch_variance)):
+            update = tf.compat.v1.assign_sub(moving, (moving - batch) * (1.0 - decay))
+            tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.UPDATE_OPS, update)
+        return outputs
+
+
+def resnet_arg_scope(weight_decay=1e-4):
+    """Layer defaults for every conv in the network (as slim's resnet_arg_scope).
+
+    He initialisation (arXiv 1502.01852) for ReLU networks, L2 weight decay,
+    batch norm + ReLU after each conv unless a call says otherwise.
+    """
+    with slim.arg_scope(
+            [slim.conv2d],
+            weights_initializer=tf.compat.v1.variance_scaling_initializer(scale=2.0),
+            weights_regularizer=slim.l2_regularizer(weight_decay),
+            activation_fn=tf.nn.relu,
+            normalizer_fn=batch_norm) as scope:
+        return scope
+
+
+def conv2d_same(inputs, num_outputs, kernel_size, stride, is_train, scope):
+    """A conv whose output size does not depend on how TF pads a strided conv.
+
+    With stride 1 this is a plain 'SAME' conv. With stride 2, 'SAME' padding
+    would pad only on the bottom/right for even inputs and shift the grid by
+    half a pixel against the 1x1 max-pool shortcut; padding explicitly by
+    (k-1)/2 on both sides and convolving 'VALID' keeps both aligned on pixels
+    0, 2, 4, ... (the helper the seed calls but never defines; slim's
+    resnet_utils.conv2d_same does the same).
+    """
+    normalizer_params = {"is_training": is_train}
+    if stride == 1:
+        return slim.conv2d(inputs, num_outputs, kernel_size, stride=1, padding="SAME",
+                           normalizer_params=normalizer_params, scope=scope)
+    pad_total = kernel_size - 1
+    pad_begin = pad_total // 2
+    inputs = tf.pad(inputs, [[0, 0], [pad_begin, pad_total - pad_begin],
+                             [pad_begin, pad_total - pad_begin], [0, 0]])
+    return slim.conv2d(inputs, num_outputs, kernel_size, stride=stride, padding="VALID",
+                       normalizer_params=normalizer_params, scope=scope)
+
+
+def sampling(input_tensor, ksize=1, stride=2):
+    """Spatial subsampling of the shortcut: a strided 1x1 max pool picks pixels
+    0, stride, 2*stride, ... -- the positions the strided 3x3 conv centres on."""
+    if stride == 1:
+        return input_tensor
+    return slim.max_pool2d(input_tensor, ksize, stride=stride, padding="SAME")
+
+
+def depthFilling(input_tensor, depth):
+    """Zero-pads the channels of input_tensor up to `depth` (option A shortcut).
+
+    [N, H, W, C] -> [N, H, W, depth]: the input channels sit in the middle,
+    (depth - C) // 2 zero channels before them and the rest after (the seed
+    padded (depth - C) // 2 on both sides, one channel short for odd
+    differences).
+    """
+    input_depth = input_tensor.get_shape().as_list()[3]
+    if depth < input_depth:
+        raise ValueError(f"depthFilling cannot shrink {input_depth} channels to {depth}")
+    if depth == input_depth:
+        return input_tensor
+    before = (depth - input_depth) // 2
+    return tf.pad(input_tensor, [[0, 0], [0, 0], [0, 0], [before, depth - input_depth - before]])
+
+
+def bottleneck(input_tensor, output_depth, stride, is_train, scope="bottleneck_v1"):
+    """One bottleneck block: relu(shortcut(x) + F(x)).
+
+    F is 1x1 (depth/4) -> 3x3 (depth/4, carries the stride) -> 1x1 (depth).
+    The third conv is batch-normalised but not activated: the seed left it
+    without batch norm, but then each block adds an unnormalised residual and
+    the activations grow with depth. bench/conv3_norm.py measured both
+    variants (figures in BENCHMARKS.md) and we keep it, as the paper and
+    slim's resnet_v1 do.
+    """
+    with tf.compat.v1.variable_scope(scope):
+        # Shortcut, option A: sample first (cheaper), then zero-pad the channels.
+        shortcut = depthFilling(sampling(input_tensor, stride=stride), output_depth)
+
+        normalizer_params = {"is_training": is_train}
+        residual = slim.conv2d(input_tensor, output_depth // 4, 1, stride=1,
+                               normalizer_params=normalizer_params, scope="conv1")
+        residual = conv2d_same(residual, output_depth // 4, 3, stride, is_train, scope="conv2")
+        residual = slim.conv2d(residual, output_depth, 1, stride=1, activation_fn=None,
+                               normalizer_params=normalizer_params, scope="conv3")
+        return tf.nn.relu(shortcut + residual)
+
+
+def block_strides(demos):
+    """The stride of every block, stage by stage: 2 on the last block of every
+    stage but the last, 1 elsewhere (the seed's rule, slim's resnet_v1_block)."""
+    return [[2 if (stage < len(demos) - 1 and block == demo["num_class"] - 1) else 1
+             for block in range(demo["num_class"])]
+            for stage, demo in enumerate(demos)]
+
+
+def inference(input_tensor, demos, num_output, is_train, end_points=None):
+    """Logits [batch, num_output] of the ResNet described by `demos`.
+
+    input_tensor: float images [batch, height, width, 3], already preprocessed
+      (FlowIO.preprocess_*). The batch size may be unknown.
+    demos: a list of stages from ResNet_demo, e.g. ResNet_demo["layer_50"].
+    is_train: Python bool; True uses batch statistics and adds the moving
+      average updates to UPDATE_OPS.
+    end_points: optional dict, filled with the stem, stage and pooled outputs
+      ("stem", "block1".."block4", "pool") for inspection and tests.
+    Build it inside `slim.arg_scope(resnet_arg_scope())`.
+    """
+    if end_points is None:
+        end_points = {}
+    with tf.compat.v1.variable_scope("resnet"):
+        data = conv2d_same(input_tensor, STEM_DEPTH, 7, 2, is_train, scope="conv1")
+        data = slim.max_pool2d(data, 3, stride=2, padding="SAME", scope="pool1")
+        end_points["stem"] = data
+        for stage, (demo, strides) in enumerate(zip(demos, block_strides(demos)), start=1):
+            with tf.compat.v1.variable_scope(f"block{stage}"):
+                for unit, stride in enumerate(strides, start=1):
+                    with tf.compat.v1.variable_scope(f"unit_{unit}"):
+                        data = bottleneck(data, demo["depth"], stride, is_train)
+            end_points[f"block{stage}"] = data
+        # The seed's head: a last batch norm + ReLU before pooling.
+        data = tf.nn.relu(batch_norm(data, is_train, scope="postnorm"))
+        data = tf.reduce_mean(data, [1, 2], keepdims=True)
+        end_points["pool"] = data
+        data = slim.conv2d(data, num_output, 1, activation_fn=None, normalizer_fn=None,
+                           scope="logits")
+        return tf.reshape(data, [-1, num_output], name="logits_flat")
+
+
+def build(images, model, num_output, is_train, weight_decay=1e-4):
+    """inference() for the configuration named `model` (a ResNet_demo key),
+    inside the network's arg_scope: what the scripts call."""
+    if model not in ResNet_demo:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(ResNet_demo)}")
+    with slim.arg_scope(resnet_arg_scope(weight_decay)):
+        return inference(images, ResNet_demo[model], num_output, is_train)
+
+
+if __name__ == "__main__":
+    # `python resnet.py` builds the three seed configurations and prints their size.
+    for key in ("layer_50", "layer_101", "layer_152"):
+        with tf.Graph().as_default():
+            images = tf.compat.v1.placeholder(tf.float32, [None, 224, 224, 3])
+            logits = build(images, key, 1000, is_train=False)
+            weights = [v for v in tf.compat.v1.trainable_variables() if v.name.endswith("weights:0")]
+            params = sum(v.shape.num_elements() for v in tf.compat.v1.trainable_variables())
+            print(f"{key}: {len(weights)} weight layers, {params:,} trainable parameters, "
+                  f"logits {logits.shape}")

@@ -1,0 +1,467 @@
+"""Trains a ResNet on FlowIO's TFRecords and saves checkpoints into models/.
+
+    python train.py [--data_dir data/tfrecords] [--model_dir models] [--model layer_14]
+                    [--image_size N] [--batch_size 32] [--epochs 30] [--learning_rate 0.1]
+
+Running it again continues from the newest complete checkpoint in --model_dir
+(global step, optimizer state and schedule position). Ctrl-C or SIGTERM saves
+a checkpoint and exits cleanly. --model_dir ends up self-describing:
+
+    model.json        configuration, image size, preprocessing, data fingerprint,
+                      TensorFlow version and the training options
+    labels.txt        the label order ("index:name"), copied from the data
+    model.ckpt-STEP.* the newest checkpoints (tf.compat.v1.train.Saver, relative paths)
+    best/             the checkpoint with the best validation accuracy so far
+    events.*          TensorBoard summaries: tensorboard --logdir models
+
+so Evaluation.py and useModel.py need nothing but --model_dir.
+"""
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+
+import numpy as np
+
+import FlowIO  # sets TensorFlow's environment before it is imported
+import resnet
+import tensorflow as tf
+import tf_slim as slim
+
+MANIFEST_FILE = "model.json"
+CHECKPOINT_PREFIX = "model.ckpt"
+BEST_DIR = "best"
+BEST_FILE = "best.json"
+DEFAULT_MODEL = "layer_14"
+
+
+# ---------------------------------------------------------------------------
+# The self-describing model directory (also read by Evaluation.py, useModel.py)
+# ---------------------------------------------------------------------------
+def load_manifest(model_dir):
+    """model.json plus "labels" read from labels.txt; a clear error if absent."""
+    path = os.path.join(model_dir, MANIFEST_FILE)
+    if not os.path.exists(path):
+        raise FlowIO.UserError(f"{path} not found: train a model into {model_dir} with "
+                               f"'python train.py --model_dir {model_dir}' first")
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    manifest["labels"] = FlowIO.read_labels(os.path.join(model_dir, FlowIO.LABELS_FILE))
+    return manifest
+
+
+def list_checkpoints(folder):
+    """Checkpoint prefixes in folder, newest step first.
+
+    Found by their .index files rather than through the 'checkpoint' state
+    file, which a kill can garble (TensorFlow's latest_checkpoint then
+    returns None and training would silently restart from step 0).
+    """
+    if not os.path.isdir(folder):
+        return []
+    steps = []
+    for name in os.listdir(folder):
+        match = re.fullmatch(re.escape(CHECKPOINT_PREFIX) + r"-(\d+)\.index", name)
+        if match:
+            steps.append(int(match.group(1)))
+    return [os.path.join(folder, f"{CHECKPOINT_PREFIX}-{step}") for step in sorted(steps, reverse=True)]
+
+
+def restore_newest(session, saver, folder):
+    """Restores the newest readable checkpoint in folder; returns its path or None.
+
+    An unreadable checkpoint is skipped with a warning naming it; if there are
+    checkpoints but none can be read, that is an error, never a fresh start.
+    """
+    candidates = list_checkpoints(folder)
+    for path in candidates:
+        try:
+            saver.restore(session, path)
+            return path
+        except (tf.errors.OpError, ValueError) as error:
+            reason = getattr(error, "message", str(error)).splitlines()[0]
+            print(f"warning: checkpoint {path} is unreadable ({reason}); "
+                  f"trying the previous one", file=sys.stderr)
+    if candidates:
+        raise FlowIO.UserError(f"no checkpoint in {folder} can be read; move the folder "
+                               f"away to start afresh")
+    return None
+
+
+def checkpoint_step(path):
+    return int(path.rsplit("-", 1)[1])
+
+
+# ---------------------------------------------------------------------------
+# Options and their checks
+# ---------------------------------------------------------------------------
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Train a ResNet on FlowIO's TFRecords.")
+    group = parser.add_argument_group("data and model")
+    group.add_argument("--data_dir", default="data/tfrecords",
+                       help="FlowIO.py's output folder (default: %(default)s)")
+    group.add_argument("--model_dir", default="models",
+                       help="where checkpoints and model.json go (default: %(default)s)")
+    group.add_argument("--model", default=None, choices=sorted(resnet.ResNet_demo),
+                       help=f"network configuration (default: {DEFAULT_MODEL}, or the one "
+                            "in --model_dir when resuming)")
+    group.add_argument("--image_size", type=int, default=None,
+                       help="square input side in pixels (default: the data's median side "
+                            "rounded up to a multiple of 32, at most 224; or the one in "
+                            "--model_dir when resuming)")
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--batch_size", type=int, default=32, help="(default: %(default)s)")
+    group.add_argument("--epochs", type=float, default=30,
+                       help="passes over the training split (default: %(default)s)")
+    group.add_argument("--learning_rate", type=float, default=None,
+                       help="peak learning rate (default: 0.1 x batch_size / 256, the linear "
+                            "scaling rule of Goyal et al., arXiv 1706.02677: 0.0125 at 32)")
+    group.add_argument("--lr_schedule", choices=("cosine", "step"), default="cosine",
+                       help="after warm-up: cosine decay to 0, or x0.1 at 50%%/75%% of "
+                            "training (default: %(default)s)")
+    group.add_argument("--warmup_epochs", type=float, default=2,
+                       help="linear learning-rate warm-up (default: %(default)s)")
+    group.add_argument("--momentum", type=float, default=0.9, help="(default: %(default)s)")
+    group.add_argument("--weight_decay", type=float, default=1e-4,
+                       help="L2 on conv weights (default: %(default)s)")
+    group.add_argument("--label_smoothing", type=float, default=0.1, help="(default: %(default)s)")
+    group.add_argument("--class_weights", choices=("none", "balanced"), default="none",
+                       help="'balanced' weighs each class's loss by the inverse of its "
+                            "frequency (default: %(default)s)")
+    group = parser.add_argument_group("checkpoints and logging")
+    group.add_argument("--save_every_steps", type=int, default=None,
+                       help="checkpoint interval in steps (default: once an epoch)")
+    group.add_argument("--save_every_secs", type=float, default=600,
+                       help="also checkpoint at least this often (default: %(default)s)")
+    group.add_argument("--keep_checkpoints", type=int, default=5,
+                       help="newest checkpoints kept, besides best/ (default: %(default)s)")
+    group.add_argument("--eval_every_epochs", type=float, default=1,
+                       help="validation accuracy interval; 0 turns it off (default: %(default)s)")
+    group.add_argument("--log_every_steps", type=int, default=20,
+                       help="progress line interval when not on a terminal (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=None,
+                       help="seed for initialisation and data order (default: random)")
+    group.add_argument("--deterministic", action="store_true",
+                       help="deterministic ops: with --seed, two runs give the same losses")
+    args = parser.parse_args(argv)
+    if args.learning_rate is None:
+        args.learning_rate = 0.1 * args.batch_size / 256
+    for name in ("batch_size", "epochs", "learning_rate", "keep_checkpoints"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.image_size is not None and args.image_size < 32:
+        parser.error(f"--image_size {args.image_size} is too small: the network halves "
+                     f"the image 5 times, use at least 32")
+    return args
+
+
+def default_image_size(info):
+    """The data's median side rounded up to a multiple of 32, within 32..224."""
+    side = max(info["image_size"]["height"]["median"], info["image_size"]["width"]["median"])
+    return int(min(224, max(32, math.ceil(side / 32) * 32)))
+
+
+def resolve_config(args, info, model_dir):
+    """The run's configuration: from --model_dir when resuming, else from flags.
+
+    Resuming with a different class list, network or image size would fail
+    deep inside TensorFlow ("Assign requires shapes of both tensors to match");
+    stop here instead and say what the user can do.
+    """
+    config = {"model": args.model or DEFAULT_MODEL,
+              "image_size": args.image_size or default_image_size(info),
+              "labels": info["classes"]}
+    if not list_checkpoints(model_dir):
+        return config, False
+    manifest = load_manifest(model_dir)
+    config = {"model": args.model or manifest["model"],
+              "image_size": args.image_size or manifest["image_size"],
+              "labels": info["classes"]}
+    for key, flag in (("labels", "the class list"), ("model", "--model"),
+                      ("image_size", "--image_size")):
+        if config[key] != manifest[key]:
+            was, now = manifest[key], config[key]
+            if key == "labels":
+                was, now = f"{len(was)} classes {was}", f"{len(now)} classes {now}"
+            raise FlowIO.UserError(
+                f"{model_dir} holds a model trained with {flag} = {was}, but this run has "
+                f"{now}. Either train into a new --model_dir, or start a new --model_dir "
+                f"from those weights with --init_checkpoint (fine-tuning).")
+    return config, True
+
+
+def write_manifest(model_dir, config, info, args):
+    os.makedirs(model_dir, exist_ok=True)
+    manifest = {
+        "model": config["model"],
+        "num_classes": len(config["labels"]),
+        "image_size": config["image_size"],
+        "shortcut": "A",
+        "preprocessing": {"mean_rgb": FlowIO.MEAN_RGB, "std_rgb": FlowIO.STD_RGB,
+                          "eval_crop": FlowIO.EVAL_CROP,
+                          "max_side": info["options"].get("max_side")},
+        "data": {"dir": os.path.abspath(args.data_dir), "fingerprint": info["fingerprint"],
+                 "num_examples": info["num_examples"]},
+        "tensorflow": tf.__version__,
+        "training": {k: v for k, v in vars(args).items() if k not in ("data_dir", "model_dir")},
+    }
+    tmp = os.path.join(model_dir, MANIFEST_FILE + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1, ensure_ascii=False)
+    os.replace(tmp, os.path.join(model_dir, MANIFEST_FILE))
+    with open(os.path.join(model_dir, FlowIO.LABELS_FILE), "w", encoding="utf-8") as f:
+        f.writelines(f"{i}:{name}\n" for i, name in enumerate(config["labels"]))
+
+
+# ---------------------------------------------------------------------------
+# The graph
+# ---------------------------------------------------------------------------
+def learning_rate_schedule(args, global_step, steps_per_epoch, total_steps):
+    """Linear warm-up (Goyal et al., arXiv 1706.02677), then cosine decay to 0
+    (Loshchilov & Hutter, arXiv 1608.03983) or x0.1 steps at 50% and 75%."""
+    step = tf.cast(global_step, tf.float32)
+    warmup = float(max(1, round(args.warmup_epochs * steps_per_epoch)))
+    warmup = min(warmup, max(1.0, total_steps / 2))
+    progress = tf.clip_by_value((step - warmup) / max(1.0, total_steps - warmup), 0.0, 1.0)
+    if args.lr_schedule == "cosine":
+        decayed = 0.5 * (1.0 + tf.cos(math.pi * progress))
+    else:
+        decayed = tf.where(progress < 0.5, 1.0, tf.where(progress < 0.75, 0.1, 0.01))
+    ramp = tf.minimum(1.0, (step + 1.0) / warmup)
+    return tf.multiply(args.learning_rate, ramp * decayed, name="learning_rate")
+
+
+def class_weight_vector(args, info, labels):
+    counts = np.array([info["counts"][name]["train"] for name in labels], dtype=np.float64)
+    if args.class_weights == "none":
+        return np.ones(len(labels), np.float32)
+    return (counts.sum() / (len(labels) * np.maximum(counts, 1))).astype(np.float32)
+
+
+def build_training_graph(args, config, info, steps_per_epoch, total_steps):
+    num_classes = len(config["labels"])
+    dataset = FlowIO.make_dataset(args.data_dir, "train", config["image_size"],
+                                  args.batch_size, training=True, seed=args.seed)
+    images, labels, _ = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
+    global_step = tf.compat.v1.train.get_or_create_global_step()
+    logits = resnet.build(images, config["model"], num_classes, is_train=True,
+                          weight_decay=args.weight_decay)
+    weights = tf.gather(tf.constant(class_weight_vector(args, info, config["labels"])), labels)
+    cross_entropy = tf.compat.v1.losses.softmax_cross_entropy(
+        tf.one_hot(labels, num_classes), logits, weights=weights,
+        label_smoothing=args.label_smoothing)
+    total_loss = tf.add(cross_entropy, tf.compat.v1.losses.get_regularization_loss(),
+                        name="total_loss")
+    accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
+                                               labels), tf.float32))
+    learning_rate = learning_rate_schedule(args, global_step, steps_per_epoch, total_steps)
+    optimizer = tf.compat.v1.train.MomentumOptimizer(learning_rate, args.momentum)
+    # create_train_op also runs the batch-norm moving-average updates (UPDATE_OPS).
+    train_op = slim.learning.create_train_op(total_loss, optimizer, global_step=global_step)
+    return {"train_op": train_op, "loss": total_loss, "accuracy": accuracy,
+            "learning_rate": learning_rate, "global_step": global_step}
+
+
+def build_validation_graph(args, config):
+    """The eval-mode network over the validation split, sharing the weights."""
+    dataset = FlowIO.make_dataset(args.data_dir, "validation", config["image_size"],
+                                  args.batch_size, training=False)
+    iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
+    images, labels, _ = iterator.get_next()
+    with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True):
+        logits = resnet.build(images, config["model"], len(config["labels"]), is_train=False)
+    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
+                                             labels), tf.int32))
+    return {"init": iterator.initializer, "correct": correct, "count": tf.size(labels)}
+
+
+def validation_accuracy(session, ops):
+    session.run(ops["init"])
+    correct = count = 0
+    while True:
+        try:
+            c, n = session.run([ops["correct"], ops["count"]])
+        except tf.errors.OutOfRangeError:
+            return correct / max(count, 1)
+        correct, count = correct + c, count + n
+
+
+# ---------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------
+class StopRequest:
+    """Turns Ctrl-C and SIGTERM into a flag the loop checks between steps, so a
+    checkpoint is saved instead of the process dying mid-step."""
+
+    def __init__(self):
+        self.signal_name = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signal_name is not None:  # a second Ctrl-C: the user insists
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        print(f"\n{self.signal_name}: saving a checkpoint, then stopping "
+              f"(press Ctrl-C again to quit without saving)", file=sys.stderr, flush=True)
+
+
+def _summary(writer, step, values):
+    writer.add_summary(tf.compat.v1.Summary(value=[
+        tf.compat.v1.Summary.Value(tag=tag, simple_value=float(value))
+        for tag, value in values.items()]), step)
+
+
+def _format_duration(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def train(args):
+    info = FlowIO.load_dataset_info(args.data_dir)
+    config, resuming = resolve_config(args, info, args.model_dir)
+    num_train = info["num_examples"]["train"]
+    if num_train == 0:
+        raise FlowIO.UserError(f"{args.data_dir} has no training images; re-run FlowIO.py")
+    steps_per_epoch = max(1, num_train // args.batch_size)
+    total_steps = max(1, round(args.epochs * steps_per_epoch))
+    save_every = args.save_every_steps or steps_per_epoch
+    eval_every = round(args.eval_every_epochs * steps_per_epoch)
+    has_validation = info["num_examples"]["validation"] > 0 and eval_every > 0
+
+    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    print(f"training {config['model']} at {config['image_size']}px on {device}: "
+          f"{num_train} images in {len(config['labels'])} classes, "
+          f"{steps_per_epoch} steps/epoch, {total_steps} steps")
+    for index, name in enumerate(config["labels"]):
+        print(f"  {index:3d} {name}: {info['counts'][name]['train']} train, "
+              f"{info['counts'][name]['validation']} validation")
+    write_manifest(args.model_dir, config, info, args)
+
+    graph = tf.Graph()
+    with graph.as_default():
+        if args.seed is not None:
+            tf.compat.v1.set_random_seed(args.seed)
+        ops = build_training_graph(args, config, info, steps_per_epoch, total_steps)
+        validation = build_validation_graph(args, config) if has_validation else None
+        saver = tf.compat.v1.train.Saver(max_to_keep=args.keep_checkpoints,
+                                         save_relative_paths=True)
+        best_saver = tf.compat.v1.train.Saver(max_to_keep=1, save_relative_paths=True)
+        session_config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+        session_config.gpu_options.allow_growth = True
+        with tf.compat.v1.Session(config=session_config) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            restored = restore_newest(session, saver, args.model_dir)
+            step = int(session.run(ops["global_step"]))
+            if restored:
+                print(f"resuming from {restored} (step {step})")
+                saver.recover_last_checkpoints(list_checkpoints(args.model_dir)[::-1])
+            if step >= total_steps:
+                print(f"already trained to step {step} of {total_steps}; raise --epochs "
+                      f"to train further")
+                return 0
+            writer = tf.compat.v1.summary.FileWriter(args.model_dir, graph)
+            try:
+                return _loop(args, session, ops, validation, saver, best_saver, writer,
+                             step, steps_per_epoch, total_steps, save_every, eval_every)
+            finally:
+                writer.close()
+
+
+def _save(session, saver, model_dir, step):
+    path = saver.save(session, os.path.join(model_dir, CHECKPOINT_PREFIX), global_step=step,
+                      write_meta_graph=False)
+    return path
+
+
+def _load_best(model_dir):
+    path = os.path.join(model_dir, BEST_DIR, BEST_FILE)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    return {"step": None, "validation_top1": -1.0}
+
+
+def _loop(args, session, ops, validation, saver, best_saver, writer, step,
+          steps_per_epoch, total_steps, save_every, eval_every):
+    stop = StopRequest()
+    tty = sys.stdout.isatty()
+    best = _load_best(args.model_dir)
+    fetches = [ops["train_op"], ops["loss"], ops["accuracy"], ops["learning_rate"],
+               ops["global_step"]]
+    window_start, window_steps, window_acc = time.time(), 0, 0.0
+    run_start, run_start_step = time.time(), step
+    last_save_time = time.time()
+    loss = float("nan")
+    while step < total_steps and stop.signal_name is None:
+        try:
+            _, loss, accuracy, lr, _ = session.run(fetches)
+        except tf.errors.DataLossError as error:
+            raise FlowIO.explain_data_error(args.data_dir, "train", error)
+        step += 1
+        if not np.isfinite(loss):
+            # Stop before saving: the newest checkpoint on disk stays finite.
+            print(f"\nerror: the loss became {loss} at step {step}. Lower --learning_rate "
+                  f"(now {args.learning_rate}) or check the data; training resumes from "
+                  f"the last finite checkpoint.", file=sys.stderr)
+            return 1
+        window_steps += 1
+        window_acc += accuracy
+        epoch = step / steps_per_epoch
+        if tty or step % args.log_every_steps == 0 or step == total_steps:
+            now = time.time()
+            rate = window_steps * args.batch_size / max(now - window_start, 1e-9)
+            overall = (step - run_start_step) / max(now - run_start, 1e-9)
+            eta = _format_duration((total_steps - step) / max(overall, 1e-9))
+            line = (f"step {step}/{total_steps} epoch {epoch:.2f} loss {loss:.4f} "
+                    f"acc {window_acc / window_steps:.3f} lr {lr:.4g} "
+                    f"{rate:.1f} img/s ETA {eta}")
+            print(("\r" + line + "  ") if tty else line, end="" if tty else "\n", flush=True)
+            _summary(writer, step, {"loss": loss, "accuracy": window_acc / window_steps,
+                                    "learning_rate": lr, "images_per_second": rate})
+            window_start, window_steps, window_acc = now, 0, 0.0
+        if step % save_every == 0 or time.time() - last_save_time > args.save_every_secs:
+            _save(session, saver, args.model_dir, step)
+            last_save_time = time.time()
+        if validation is not None and (step % eval_every == 0 or step == total_steps):
+            top1 = validation_accuracy(session, validation)
+            _summary(writer, step, {"validation_top1": top1})
+            marker = ""
+            if top1 > best["validation_top1"]:
+                best = {"step": step, "validation_top1": float(top1)}
+                best_dir = os.path.join(args.model_dir, BEST_DIR)
+                best_saver.save(session, os.path.join(best_dir, CHECKPOINT_PREFIX),
+                                global_step=step, write_meta_graph=False)
+                with open(os.path.join(best_dir, BEST_FILE), "w", encoding="utf-8") as f:
+                    json.dump(best, f)
+                marker = " (best so far, saved to best/)"
+            print(("\n" if tty else "") + f"validation top-1 at step {step}: {top1:.4f}{marker}",
+                  flush=True)
+    if tty:
+        print()
+    path = _save(session, saver, args.model_dir, step)
+    if stop.signal_name:
+        print(f"stopped by {stop.signal_name} at step {step}; saved {path}. "
+              f"Run train.py again to continue.")
+    else:
+        print(f"finished: step {step}, loss {loss:.4f}; saved {path}")
+        if best["step"] is not None:
+            print(f"best validation top-1 {best['validation_top1']:.4f} at step {best['step']} "
+                  f"(in {os.path.join(args.model_dir, BEST_DIR)})")
+    return 0
+
+
+def main():
+    args = parse_args()
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    sys.exit(train(args))
+
+
+if __name__ == "__main__":
+    FlowIO.run_main(main)
