@@ -174,13 +174,19 @@ def _is_hidden(name):
     return name.startswith(".") or name in IGNORED_FILES
 
 
-def _walk_files(folder):
-    """Every non-hidden file under folder, sorted; never loops on symlinks."""
+def walk_files(folder):
+    """Every non-hidden file under folder, sorted.
+
+    Symlinked folders are followed, except into a folder already walked or an
+    ancestor of `folder` (a symlink loop, or a link that would pull other
+    classes into this one), so the walk always ends.
+    """
+    top = os.path.realpath(folder)
     seen_dirs = set()
     found = []
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
-        if real in seen_dirs:  # a symlink loop or a second link to one folder
+        if real in seen_dirs or top.startswith(real + os.sep):
             dirs[:] = []
             continue
         seen_dirs.add(real)
@@ -198,7 +204,7 @@ def find_images(image_dir):
         if _is_hidden(entry):
             continue
         if os.path.isdir(path):
-            classes[entry] = _walk_files(path)
+            classes[entry] = walk_files(path)
         else:
             stray.append(path)
     return classes, stray
@@ -396,8 +402,11 @@ def convert(image_dir, output_dir, validation_ratio=0.2, seed=0, validation_dir=
     trees = [("train", image_dir)] + ([("validation", validation_dir)] if validation_dir else [])
     files = []  # (tree, class, path, name relative to its tree)
     skipped = []
+    class_folders = []
     for tree, root in trees:
         classes, stray = find_images(root)
+        if tree == "train":
+            class_folders = list(classes)
         for path in stray:
             skipped.append({"path": path, "reason": "not inside a class folder"})
         for class_name, paths in classes.items():
@@ -446,7 +455,7 @@ def convert(image_dir, output_dir, validation_ratio=0.2, seed=0, validation_dir=
             counts.setdefault(item["class_name"], 0)
             counts[item["class_name"]] += 1
         train_classes = sorted({i["class_name"] for i in good if i["tree"] == "train"})
-        empty_classes = sorted(set(c for t, c, _, _ in files if t == "train") - set(train_classes))
+        empty_classes = sorted(set(class_folders) - set(train_classes))
         extra = sorted({i["class_name"] for i in good if i["tree"] == "validation"} - set(train_classes))
         if extra:
             raise UserError(f"--validation_dir {validation_dir} has classes that --image_dir "

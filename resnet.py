@@ -93,6 +93,14 @@ def batch_norm(inputs, is_training, decay=BATCH_NORM_DECAY, epsilon=BATCH_NORM_E
             return outputs
         outputs, batch_mean, batch_variance = tf.compat.v1.nn.fused_batch_norm(
             inputs, gamma, beta, epsilon=epsilon, is_training=True)
+        global_step = tf.compat.v1.train.get_global_step()
+        if global_step is not None:
+            # Early in training the statistics move fast, as in
+            # tf.train.ExponentialMovingAverage's num_updates: with a fixed 0.99
+            # the moving statistics of a short run still remember their
+            # initial values and validation accuracy sits at chance.
+            step = tf.cast(global_step, tf.float32)
+            decay = tf.minimum(decay, (1.0 + step) / (10.0 + step))
         for moving, batch in ((moving_mean, batch_mean), (moving_variance, batch_variance)):
             update = tf.compat.v1.assign_sub(moving, (moving - batch) * (1.0 - decay))
             tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.UPDATE_OPS, update)

@@ -114,6 +114,16 @@ def parse_args(argv=None):
                        help="square input side in pixels (default: the data's median side "
                             "rounded up to a multiple of 32, at most 224; or the one in "
                             "--model_dir when resuming)")
+    group = parser.add_argument_group("fine-tuning (as TF-slim's train_image_classifier.py)")
+    group.add_argument("--init_checkpoint", default=None,
+                       help="start a new --model_dir from these weights: a checkpoint prefix "
+                            "or a model folder (its newest checkpoint)")
+    group.add_argument("--exclude_scopes", default="resnet/logits",
+                       help="comma-separated variable scopes NOT taken from --init_checkpoint "
+                            "(default: %(default)s, so the class count may differ)")
+    group.add_argument("--trainable_scopes", default=None,
+                       help="comma-separated scopes to train; the rest stay frozen "
+                            "(default: all)")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--batch_size", type=int, default=32, help="(default: %(default)s)")
     group.add_argument("--epochs", type=float, default=30,
@@ -262,9 +272,60 @@ def build_training_graph(args, config, info, steps_per_epoch, total_steps):
     learning_rate = learning_rate_schedule(args, global_step, steps_per_epoch, total_steps)
     optimizer = tf.compat.v1.train.MomentumOptimizer(learning_rate, args.momentum)
     # create_train_op also runs the batch-norm moving-average updates (UPDATE_OPS).
-    train_op = slim.learning.create_train_op(total_loss, optimizer, global_step=global_step)
+    # The loop checks the loss for NaN and Inf itself, to stop with the step number.
+    train_op = slim.learning.create_train_op(total_loss, optimizer, global_step=global_step,
+                                             variables_to_train=_trainable_variables(args),
+                                             check_numerics=False)
     return {"train_op": train_op, "loss": total_loss, "accuracy": accuracy,
             "learning_rate": learning_rate, "global_step": global_step}
+
+
+def _scopes(text):
+    return [scope.strip().rstrip("/") + "/" for scope in (text or "").split(",") if scope.strip()]
+
+
+def _trainable_variables(args):
+    scopes = _scopes(args.trainable_scopes)
+    variables = tf.compat.v1.trainable_variables()
+    if not scopes:
+        return variables
+    chosen = [v for v in variables if any(v.op.name.startswith(s) for s in scopes)]
+    if not chosen:
+        raise FlowIO.UserError(f"--trainable_scopes {args.trainable_scopes} matches no variable; "
+                               f"scopes look like resnet/block4,resnet/logits")
+    return chosen
+
+
+def warm_start(session, args):
+    """Loads the variables of --init_checkpoint that exist there with the same
+    shape, except --exclude_scopes; reports what it left at initialisation."""
+    path = args.init_checkpoint
+    if os.path.isdir(path):
+        found = list_checkpoints(path)
+        if not found:
+            raise FlowIO.UserError(f"--init_checkpoint {path} holds no checkpoint")
+        path = found[0]
+    try:
+        shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError) as error:
+        raise FlowIO.UserError(f"--init_checkpoint {path} cannot be read "
+                               f"({getattr(error, 'message', error)})")
+    excluded = _scopes(args.exclude_scopes)
+    restore, skipped = [], []
+    candidates = {v.op.name: v for v in
+                  tf.compat.v1.model_variables() + tf.compat.v1.trainable_variables()}
+    for name, variable in sorted(candidates.items()):
+        if any(name.startswith(s) for s in excluded):
+            continue
+        if shapes.get(name) == variable.shape.as_list():
+            restore.append(variable)
+        else:
+            skipped.append(name)
+    if not restore:
+        raise FlowIO.UserError(f"--init_checkpoint {path} has none of this network's variables")
+    tf.compat.v1.train.Saver(restore).restore(session, path)
+    print(f"initialised {len(restore)} variables from {path}; "
+          f"{len(skipped)} not in it or of another shape (e.g. {skipped[:3]})")
 
 
 def build_validation_graph(args, config):
@@ -361,6 +422,8 @@ def train(args):
             if restored:
                 print(f"resuming from {restored} (step {step})")
                 saver.recover_last_checkpoints(list_checkpoints(args.model_dir)[::-1])
+            elif args.init_checkpoint:
+                warm_start(session, args)
             if step >= total_steps:
                 print(f"already trained to step {step} of {total_steps}; raise --epochs "
                       f"to train further")

@@ -1,0 +1,267 @@
+"""Evaluates a trained model on FlowIO's validation (or any) TFRecords.
+
+    python Evaluation.py [--model_dir models] [--data_dir data/tfrecords]
+                         [--checkpoint PATH|best|all] [--split validation] [--json]
+
+Prints top-1 (and top-5 with at least 5 classes) accuracy, the loss, a
+per-class table of precision, recall, F1 and support, and a confusion matrix;
+writes confusion_matrix.png, misclassified.csv and metrics.json to
+--output_dir (default: MODEL_DIR/eval). `--checkpoint all` evaluates every
+checkpoint in --model_dir (best/ included) and marks the best one -- the way
+to choose the model to keep. --json prints one JSON object instead.
+"""
+import argparse
+import csv
+import json
+import os
+import sys
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+import FlowIO
+import resnet
+import train
+import tensorflow as tf
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Evaluate a trained model.")
+    parser.add_argument("--model_dir", default="models",
+                        help="train.py's output folder (default: %(default)s)")
+    parser.add_argument("--data_dir", default="data/tfrecords",
+                        help="FlowIO.py's output folder to evaluate on (default: %(default)s)")
+    parser.add_argument("--split", default="validation", choices=FlowIO.SPLITS,
+                        help="(default: %(default)s)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a checkpoint prefix, 'best', or 'all' (default: the newest)")
+    parser.add_argument("--batch_size", type=int, default=64, help="(default: %(default)s)")
+    parser.add_argument("--output_dir", default=None,
+                        help="where the PNG, CSV and JSON go (default: MODEL_DIR/eval)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser.parse_args(argv)
+
+
+def choose_checkpoints(model_dir, choice):
+    best = train.list_checkpoints(os.path.join(model_dir, train.BEST_DIR))
+    newest = train.list_checkpoints(model_dir)
+    if choice is None:
+        chosen = newest[:1]
+    elif choice == "best":
+        chosen = best[:1]
+    elif choice == "all":
+        chosen = newest[::-1] + best
+    else:
+        if not os.path.exists(choice + ".index"):
+            raise FlowIO.UserError(f"--checkpoint {choice}: no {choice}.index; give a prefix "
+                                   f"such as {model_dir}/{train.CHECKPOINT_PREFIX}-1000")
+        chosen = [choice]
+    if not chosen:
+        raise FlowIO.UserError(f"no {'best ' if choice == 'best' else ''}checkpoint in "
+                               f"{model_dir}: run train.py first")
+    return chosen
+
+
+def predict_split(manifest, checkpoint, data_dir, split, batch_size):
+    """Probabilities, true labels and file names of every record of a split."""
+    graph = tf.Graph()
+    with graph.as_default():
+        dataset = FlowIO.make_dataset(data_dir, split, manifest["image_size"], batch_size,
+                                      training=False)
+        images, labels, filenames = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
+        logits = resnet.build(images, manifest["model"], manifest["num_classes"], is_train=False)
+        probabilities = tf.nn.softmax(logits)
+        with tf.compat.v1.Session() as session:
+            tf.compat.v1.train.Saver().restore(session, checkpoint)
+            outputs = {"probabilities": [], "labels": [], "filenames": []}
+            while True:
+                try:
+                    p, y, f = session.run([probabilities, labels, filenames])
+                except tf.errors.OutOfRangeError:
+                    break
+                except tf.errors.DataLossError as error:
+                    raise FlowIO.explain_data_error(data_dir, split, error)
+                outputs["probabilities"].append(p)
+                outputs["labels"].append(y)
+                outputs["filenames"].extend(name.decode("utf-8") for name in f)
+    return (np.concatenate(outputs["probabilities"]), np.concatenate(outputs["labels"]),
+            outputs["filenames"])
+
+
+def compute_metrics(probabilities, labels, class_names):
+    """Accuracy, loss, per-class table and confusion matrix (rows: true class)."""
+    num_classes = len(class_names)
+    predicted = probabilities.argmax(axis=1)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    true_probability = probabilities[np.arange(len(labels)), labels]
+    metrics = {
+        "num_examples": int(len(labels)),
+        "top1": float((predicted == labels).mean()),
+        "loss": float(-np.log(np.maximum(true_probability, 1e-12)).mean()),
+        "per_class": [],
+        "confusion_matrix": confusion.tolist(),
+    }
+    if num_classes >= 5:
+        top5 = np.argsort(-probabilities, axis=1)[:, :5]
+        metrics["top5"] = float((top5 == labels[:, None]).any(axis=1).mean())
+    for index, name in enumerate(class_names):
+        tp = confusion[index, index]
+        support, predicted_count = confusion[index].sum(), confusion[:, index].sum()
+        precision = tp / predicted_count if predicted_count else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        metrics["per_class"].append({"class": name, "precision": float(precision),
+                                     "recall": float(recall), "f1": float(f1),
+                                     "support": int(support)})
+    return metrics
+
+
+def misclassified_rows(probabilities, labels, filenames, class_names):
+    """Wrong predictions, most confident first (often labelling errors)."""
+    predicted = probabilities.argmax(axis=1)
+    rows = [{"file": filenames[i], "true": class_names[labels[i]],
+             "predicted": class_names[predicted[i]],
+             "probability": float(probabilities[i, predicted[i]])}
+            for i in np.flatnonzero(predicted != labels)]
+    return sorted(rows, key=lambda row: -row["probability"])
+
+
+def _font(size):
+    for name in ("DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"):
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
+    return ImageFont.load_default()
+
+
+def draw_confusion_matrix(confusion, class_names, path):
+    """A labelled confusion-matrix PNG. Rows and columns are labelled by class
+    index, with an index -> name legend beside the grid, so names a font
+    cannot draw (Chinese folder names, say) stay readable by their index."""
+    confusion = np.asarray(confusion)
+    n = len(class_names)
+    cell = max(14, min(48, 720 // max(n, 1)))
+    font, small = _font(max(9, cell // 3)), _font(12)
+    margin = 60
+    legend_width = 12 + 8 * max(len(f"{i}: {name}") for i, name in enumerate(class_names))
+    width = margin + n * cell + 20 + legend_width
+    height = max(margin + n * cell + 30, 40 + 16 * n)
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((margin, 8), "rows: true class, columns: predicted", fill="black", font=small)
+    row_totals = np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    for i in range(n):
+        draw.text((margin - 30, margin + i * cell + cell // 3), str(i), fill="black", font=font)
+        draw.text((margin + i * cell + cell // 3, margin - 20), str(i), fill="black", font=font)
+        for j in range(n):
+            share = confusion[i, j] / row_totals[i, 0]
+            shade = int(255 * (1 - share))
+            color = (shade, shade, 255) if i == j else (255, shade, shade)
+            box = (margin + j * cell, margin + i * cell, margin + (j + 1) * cell - 1,
+                   margin + (i + 1) * cell - 1)
+            draw.rectangle(box, fill=color, outline=(200, 200, 200))
+            if confusion[i, j] and cell >= 20:
+                draw.text((box[0] + 3, box[1] + cell // 3), str(confusion[i, j]),
+                          fill="black" if share < 0.6 else "white", font=font)
+    legend_x = margin + n * cell + 20
+    for i, name in enumerate(class_names):
+        label = f"{i}: {name}"
+        try:
+            draw.text((legend_x, 40 + 16 * i), label, fill="black", font=small)
+        except UnicodeEncodeError:  # the bitmap fallback font is Latin-1 only
+            draw.text((legend_x, 40 + 16 * i), f"{i}: {name.encode('ascii', 'replace').decode()}",
+                      fill="black", font=small)
+    image.save(path)
+
+
+def print_report(metrics, class_names, checkpoint):
+    print(f"checkpoint {checkpoint}: {metrics['num_examples']} images")
+    line = f"top-1 {metrics['top1']:.4f}"
+    if "top5" in metrics:
+        line += f"  top-5 {metrics['top5']:.4f}"
+    print(line + f"  loss {metrics['loss']:.4f}")
+    width = max(8, max(len(name) for name in class_names))
+    print(f"\n{'class':<{width}}  precision  recall     f1  support")
+    for row in metrics["per_class"]:
+        print(f"{row['class']:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
+              f"{row['f1']:5.3f}  {row['support']:7d}")
+    print("\nconfusion matrix (rows: true, columns: predicted, by class index)")
+    confusion = metrics["confusion_matrix"]
+    cell = max(4, len(str(max(max(r) for r in confusion))) + 1)
+    print(" " * 4 + "".join(f"{j:>{cell}}" for j in range(len(confusion))))
+    for i, row in enumerate(confusion):
+        print(f"{i:>3} " + "".join(f"{v:>{cell}}" for v in row))
+
+
+def evaluate(manifest, checkpoint, args):
+    info = FlowIO.load_dataset_info(args.data_dir)
+    if info["classes"] != manifest["labels"]:
+        raise FlowIO.UserError(
+            f"{args.data_dir} has classes {info['classes']} but the model in {args.model_dir} "
+            f"was trained on {manifest['labels']}; evaluate on data with the same class folders")
+    probabilities, labels, filenames = predict_split(manifest, checkpoint, args.data_dir,
+                                                     args.split, args.batch_size)
+    expected = info["num_examples"][args.split]
+    if len(labels) != expected:
+        raise FlowIO.UserError(f"read {len(labels)} {args.split} records from {args.data_dir} "
+                               f"but dataset.json lists {expected}: a shard is damaged; "
+                               f"re-run FlowIO.py")
+    metrics = compute_metrics(probabilities, labels, manifest["labels"])
+    metrics["checkpoint"] = checkpoint
+    metrics["step"] = train.checkpoint_step(checkpoint)
+    return metrics, misclassified_rows(probabilities, labels, filenames, manifest["labels"])
+
+
+def write_outputs(metrics, misclassified, class_names, output_dir):
+    os.makedirs(output_dir, exist_ok=True)
+    files = {"confusion_matrix_png": os.path.join(output_dir, "confusion_matrix.png"),
+             "misclassified_csv": os.path.join(output_dir, "misclassified.csv"),
+             "metrics_json": os.path.join(output_dir, "metrics.json")}
+    draw_confusion_matrix(metrics["confusion_matrix"], class_names, files["confusion_matrix_png"])
+    with open(files["misclassified_csv"], "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["file", "true", "predicted", "probability"])
+        writer.writeheader()
+        writer.writerows(misclassified)
+    with open(files["metrics_json"], "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=1, ensure_ascii=False)
+    return files
+
+
+def main():
+    args = parse_args()
+    manifest = train.load_manifest(args.model_dir)
+    checkpoints = choose_checkpoints(args.model_dir, args.checkpoint)
+    output_dir = args.output_dir or os.path.join(args.model_dir, "eval")
+    if args.checkpoint != "all":
+        metrics, misclassified = evaluate(manifest, checkpoints[0], args)
+        metrics["misclassified"] = misclassified
+        metrics["files"] = write_outputs(metrics, misclassified, manifest["labels"], output_dir)
+        if args.json:
+            print(json.dumps(metrics, ensure_ascii=False))
+        else:
+            print_report(metrics, manifest["labels"], checkpoints[0])
+            print(f"\n{len(misclassified)} misclassified: {metrics['files']['misclassified_csv']}")
+            print(f"confusion matrix: {metrics['files']['confusion_matrix_png']}")
+        return
+    # --checkpoint all: the seed's "choose the correct model" step.
+    table = []
+    for checkpoint in checkpoints:
+        metrics, _ = evaluate(manifest, checkpoint, args)
+        table.append({k: metrics.get(k) for k in ("checkpoint", "step", "top1", "top5", "loss")})
+    best = max(table, key=lambda row: (row["top1"], -row["loss"]))
+    for row in table:
+        row["best"] = row is best
+    if args.json:
+        print(json.dumps({"checkpoints": table, "best": best["checkpoint"]}, ensure_ascii=False))
+        return
+    print(f"{'step':>8}  {'top-1':>6}  {'top-5':>6}  {'loss':>7}  checkpoint")
+    for row in table:
+        top5 = f"{row['top5']:.4f}" if row["top5"] is not None else "     -"
+        print(f"{row['step']:>8}  {row['top1']:.4f}  {top5}  {row['loss']:7.4f}  "
+              f"{row['checkpoint']}{'  <- best' if row['best'] else ''}")
+
+
+if __name__ == "__main__":
+    FlowIO.run_main(main)
