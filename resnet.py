@@ -14,9 +14,13 @@ arXiv 1512.03385, table 1, and TF-slim's resnet_v1):
   stem     7x7/2 conv, 64 channels -> 3x3/2 max pool
   stages   4 stages of bottleneck blocks 1x1 (depth/4) -> 3x3 (depth/4) -> 1x1 (depth);
            the LAST block of stages 1-3 carries stride 2 (as slim's resnet_v1_block)
-  shortcut option A of the paper: the input, zero-padded to the new depth and
-           sampled by a strided 1x1 max pool -- no extra weights
-  head     batch norm + ReLU -> global average pool -> 1x1 conv logits
+  shortcut option A of the paper (the seed's, the default): the input,
+           zero-padded to the new depth and sampled by a strided 1x1 max pool --
+           no extra weights. Options B (a 1x1 projection where the depth
+           changes) and C (projections everywhere) are there for transfer
+           learning: with B the variables are TF-slim's resnet_v1_50/101/152,
+           name for name, so its published ImageNet checkpoints load.
+  head     [option A: batch norm + ReLU] -> global average pool -> 1x1 conv logits
 
 A key "layer_N" builds exactly N weight layers: the stem conv, three convs per
 block and the logits conv (50 = 1 + 3 * (3 + 4 + 6 + 3) + 1).
@@ -169,8 +173,17 @@ def depthFilling(input_tensor, depth):
     return tf.pad(input_tensor, [[0, 0], [0, 0], [0, 0], [before, depth - input_depth - before]])
 
 
-def bottleneck(input_tensor, output_depth, stride, is_train, scope="bottleneck_v1"):
+SHORTCUTS = ("A", "B", "C")
+
+
+def bottleneck(input_tensor, output_depth, stride, is_train, shortcut="A",
+               scope="bottleneck_v1"):
     """One bottleneck block: relu(shortcut(x) + F(x)).
+
+    shortcut "A": x sampled at the stride and zero-padded to output_depth.
+    "B": the same where the depth is unchanged, else a 1x1 conv with batch
+    norm and the block's stride (slim's resnet_v1 bottleneck). "C": always
+    that projection.
 
     F is 1x1 (depth/4) -> 3x3 (depth/4, carries the stride) -> 1x1 (depth).
     The third conv is batch-normalised but not activated: the seed left it
@@ -179,17 +192,22 @@ def bottleneck(input_tensor, output_depth, stride, is_train, scope="bottleneck_v
     variants (figures in BENCHMARKS.md) and we keep it, as the paper and
     slim's resnet_v1 do.
     """
+    normalizer_params = {"is_training": is_train}
     with tf.compat.v1.variable_scope(scope):
-        # Shortcut, option A: sample first (cheaper), then zero-pad the channels.
-        shortcut = depthFilling(sampling(input_tensor, stride=stride), output_depth)
-
-        normalizer_params = {"is_training": is_train}
+        depth_in = input_tensor.get_shape().as_list()[3]
+        if shortcut == "A" or (shortcut == "B" and depth_in == output_depth):
+            # Sample first (cheaper), then zero-pad the channels (a no-op for B).
+            identity = depthFilling(sampling(input_tensor, stride=stride), output_depth)
+        else:
+            identity = slim.conv2d(input_tensor, output_depth, 1, stride=stride,
+                                   activation_fn=None, normalizer_params=normalizer_params,
+                                   scope="shortcut")
         residual = slim.conv2d(input_tensor, output_depth // 4, 1, stride=1,
                                normalizer_params=normalizer_params, scope="conv1")
         residual = conv2d_same(residual, output_depth // 4, 3, stride, is_train, scope="conv2")
         residual = slim.conv2d(residual, output_depth, 1, stride=1, activation_fn=None,
                                normalizer_params=normalizer_params, scope="conv3")
-        return tf.nn.relu(shortcut + residual)
+        return tf.nn.relu(identity + residual)
 
 
 def block_strides(demos):
@@ -200,7 +218,7 @@ def block_strides(demos):
             for stage, demo in enumerate(demos)]
 
 
-def inference(input_tensor, demos, num_output, is_train, end_points=None):
+def inference(input_tensor, demos, num_output, is_train, end_points=None, shortcut="A"):
     """Logits [batch, num_output] of the ResNet described by `demos`.
 
     input_tensor: float images [batch, height, width, 3], already preprocessed
@@ -210,8 +228,12 @@ def inference(input_tensor, demos, num_output, is_train, end_points=None):
       average updates to UPDATE_OPS.
     end_points: optional dict, filled with the stem, stage and pooled outputs
       ("stem", "block1".."block4", "pool") for inspection and tests.
+    shortcut: "A" (the seed's), "B" or "C"; see bottleneck(). B and C follow
+      slim's resnet_v1 to the letter, which has no batch norm before pooling.
     Build it inside `slim.arg_scope(resnet_arg_scope())`.
     """
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
     if end_points is None:
         end_points = {}
     with tf.compat.v1.variable_scope("resnet"):
@@ -222,10 +244,11 @@ def inference(input_tensor, demos, num_output, is_train, end_points=None):
             with tf.compat.v1.variable_scope(f"block{stage}"):
                 for unit, stride in enumerate(strides, start=1):
                     with tf.compat.v1.variable_scope(f"unit_{unit}"):
-                        data = bottleneck(data, demo["depth"], stride, is_train)
+                        data = bottleneck(data, demo["depth"], stride, is_train, shortcut)
             end_points[f"block{stage}"] = data
-        # The seed's head: a last batch norm + ReLU before pooling.
-        data = tf.nn.relu(batch_norm(data, is_train, scope="postnorm"))
+        if shortcut == "A":
+            # The seed's head: a last batch norm + ReLU before pooling.
+            data = tf.nn.relu(batch_norm(data, is_train, scope="postnorm"))
         data = tf.reduce_mean(data, [1, 2], keepdims=True)
         end_points["pool"] = data
         data = slim.conv2d(data, num_output, 1, activation_fn=None, normalizer_fn=None,
@@ -233,13 +256,33 @@ def inference(input_tensor, demos, num_output, is_train, end_points=None):
         return tf.reshape(data, [-1, num_output], name="logits_flat")
 
 
-def build(images, model, num_output, is_train, weight_decay=1e-4):
+def _float32_variables(getter, name, shape=None, dtype=None, *args, **kwargs):
+    """Mixed precision: layers asking for float16 weights get float32
+    variables read through a cast, so updates keep full precision
+    (Micikevicius et al., arXiv 1710.03740)."""
+    if dtype == tf.float16:
+        return tf.cast(getter(name, shape, tf.float32, *args, **kwargs), tf.float16)
+    return getter(name, shape, dtype, *args, **kwargs)
+
+
+def build(images, model, num_output, is_train, weight_decay=1e-4, shortcut="A",
+          mixed_precision=False):
     """inference() for the configuration named `model` (a ResNet_demo key),
-    inside the network's arg_scope: what the scripts call."""
+    inside the network's arg_scope: what the scripts call.
+
+    mixed_precision: compute in float16 (float32 variables, batch-norm
+    statistics and logits); for GPUs with tensor cores.
+    """
     if model not in ResNet_demo:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(ResNet_demo)}")
     with slim.arg_scope(resnet_arg_scope(weight_decay)):
-        return inference(images, ResNet_demo[model], num_output, is_train)
+        if not mixed_precision:
+            return inference(images, ResNet_demo[model], num_output, is_train, shortcut=shortcut)
+        with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(),
+                                         custom_getter=_float32_variables):
+            logits = inference(tf.cast(images, tf.float16), ResNet_demo[model], num_output,
+                               is_train, shortcut=shortcut)
+        return tf.cast(logits, tf.float32)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,11 @@ def parse_args(argv=None):
     group.add_argument("--model", default=None, choices=sorted(resnet.ResNet_demo),
                        help=f"network configuration (default: {DEFAULT_MODEL}, or the one "
                             "in --model_dir when resuming)")
+    group.add_argument("--shortcut", default=None, choices=resnet.SHORTCUTS,
+                       help="shortcut option of the ResNet paper: A zero-pads (the seed's), "
+                            "B projects where the depth changes (TF-slim's resnet_v1, for its "
+                            "ImageNet checkpoints), C projects everywhere (default: A, or the "
+                            "one in --model_dir when resuming)")
     group.add_argument("--image_size", type=int, default=None,
                        help="square input side in pixels (default: the data's median side "
                             "rounded up to a multiple of 32, at most 224; or the one in "
@@ -143,6 +148,12 @@ def parse_args(argv=None):
     group.add_argument("--class_weights", choices=("none", "balanced"), default="none",
                        help="'balanced' weighs each class's loss by the inverse of its "
                             "frequency (default: %(default)s)")
+    group = parser.add_argument_group("speed")
+    group.add_argument("--mixed_precision", action="store_true",
+                       help="float16 compute with dynamic loss scaling (float32 variables and "
+                            "batch-norm statistics); for GPUs with tensor cores")
+    group.add_argument("--xla", action="store_true",
+                       help="compile the graph with XLA (helps on GPUs)")
     group = parser.add_argument_group("checkpoints and logging")
     group.add_argument("--save_every_steps", type=int, default=None,
                        help="checkpoint interval in steps (default: once an epoch)")
@@ -184,16 +195,18 @@ def resolve_config(args, info, model_dir):
     stop here instead and say what the user can do.
     """
     config = {"model": args.model or DEFAULT_MODEL,
+              "shortcut": args.shortcut or "A",
               "image_size": args.image_size or default_image_size(info),
               "labels": info["classes"]}
     if not list_checkpoints(model_dir):
         return config, False
     manifest = load_manifest(model_dir)
     config = {"model": args.model or manifest["model"],
+              "shortcut": args.shortcut or manifest.get("shortcut", "A"),
               "image_size": args.image_size or manifest["image_size"],
               "labels": info["classes"]}
     for key, flag in (("labels", "the class list"), ("model", "--model"),
-                      ("image_size", "--image_size")):
+                      ("shortcut", "--shortcut"), ("image_size", "--image_size")):
         if config[key] != manifest[key]:
             was, now = manifest[key], config[key]
             if key == "labels":
@@ -211,7 +224,7 @@ def write_manifest(model_dir, config, info, args):
         "model": config["model"],
         "num_classes": len(config["labels"]),
         "image_size": config["image_size"],
-        "shortcut": "A",
+        "shortcut": config["shortcut"],
         "preprocessing": {"mean_rgb": FlowIO.MEAN_RGB, "std_rgb": FlowIO.STD_RGB,
                           "eval_crop": FlowIO.EVAL_CROP,
                           "max_side": info["options"].get("max_side")},
@@ -260,17 +273,25 @@ def build_training_graph(args, config, info, steps_per_epoch, total_steps):
     images, labels, _ = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
     global_step = tf.compat.v1.train.get_or_create_global_step()
     logits = resnet.build(images, config["model"], num_classes, is_train=True,
-                          weight_decay=args.weight_decay)
+                          weight_decay=args.weight_decay, shortcut=config["shortcut"],
+                          mixed_precision=args.mixed_precision)
     weights = tf.gather(tf.constant(class_weight_vector(args, info, config["labels"])), labels)
     cross_entropy = tf.compat.v1.losses.softmax_cross_entropy(
         tf.one_hot(labels, num_classes), logits, weights=weights,
         label_smoothing=args.label_smoothing)
-    total_loss = tf.add(cross_entropy, tf.compat.v1.losses.get_regularization_loss(),
-                        name="total_loss")
+    # (Under mixed precision the L2 terms come in float16: sum them in float32.)
+    regularization = tf.add_n([tf.cast(loss, tf.float32) for loss in
+                               tf.compat.v1.losses.get_regularization_losses()] or [0.0])
+    total_loss = tf.add(cross_entropy, regularization, name="total_loss")
     accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
                                                labels), tf.float32))
     learning_rate = learning_rate_schedule(args, global_step, steps_per_epoch, total_steps)
     optimizer = tf.compat.v1.train.MomentumOptimizer(learning_rate, args.momentum)
+    if args.mixed_precision:
+        # Dynamic loss scaling keeps small float16 gradients from flushing to
+        # zero; steps whose gradients overflow are skipped.
+        optimizer = tf.compat.v1.mixed_precision.MixedPrecisionLossScaleOptimizer(
+            optimizer, "dynamic")
     # create_train_op also runs the batch-norm moving-average updates (UPDATE_OPS).
     # The loop checks the loss for NaN and Inf itself, to stop with the step number.
     train_op = slim.learning.create_train_op(total_loss, optimizer, global_step=global_step,
@@ -296,10 +317,14 @@ def _trainable_variables(args):
     return chosen
 
 
-def warm_start(session, args):
-    """Loads the variables of --init_checkpoint that exist there with the same
-    shape, except --exclude_scopes; reports what it left at initialisation."""
-    path = args.init_checkpoint
+def warm_start(session, path, exclude_scopes):
+    """Loads the variables of checkpoint `path` that exist there with the same
+    shape, except exclude_scopes; reports what it left at initialisation.
+
+    A TF-slim resnet_v1_50/101/152 checkpoint (e.g. the published ImageNet
+    ones) names our "resnet/..." variables "resnet_v1_50/..."; with
+    --shortcut B every other part of the name and shape is the same.
+    """
     if os.path.isdir(path):
         found = list_checkpoints(path)
         if not found:
@@ -310,22 +335,27 @@ def warm_start(session, args):
     except (tf.errors.OpError, ValueError) as error:
         raise FlowIO.UserError(f"--init_checkpoint {path} cannot be read "
                                f"({getattr(error, 'message', error)})")
-    excluded = _scopes(args.exclude_scopes)
-    restore, skipped = [], []
+    slim_roots = {name.split("/")[0] for name in shapes if re.match(r"resnet_v1_\d+/", name)}
+    root = slim_roots.pop() if len(slim_roots) == 1 else "resnet"
+    excluded = _scopes(exclude_scopes)
+    restore, skipped, left_out = {}, [], []
     candidates = {v.op.name: v for v in
                   tf.compat.v1.model_variables() + tf.compat.v1.trainable_variables()}
     for name, variable in sorted(candidates.items()):
         if any(name.startswith(s) for s in excluded):
+            left_out.append(name)
             continue
-        if shapes.get(name) == variable.shape.as_list():
-            restore.append(variable)
+        stored_name = root + name[len("resnet"):] if name.startswith("resnet/") else name
+        if shapes.get(stored_name) == variable.shape.as_list():
+            restore[stored_name] = variable
         else:
             skipped.append(name)
     if not restore:
         raise FlowIO.UserError(f"--init_checkpoint {path} has none of this network's variables")
     tf.compat.v1.train.Saver(restore).restore(session, path)
-    print(f"initialised {len(restore)} variables from {path}; "
-          f"{len(skipped)} not in it or of another shape (e.g. {skipped[:3]})")
+    print(f"initialised {len(restore)} variables from {path}; left at their initial values: "
+          f"{len(left_out)} excluded by --exclude_scopes, {len(skipped)} not in it or of "
+          f"another shape{' (e.g. ' + ', '.join(skipped[:3]) + ')' if skipped else ''}")
 
 
 def build_validation_graph(args, config):
@@ -335,7 +365,8 @@ def build_validation_graph(args, config):
     iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
     images, labels, _ = iterator.get_next()
     with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True):
-        logits = resnet.build(images, config["model"], len(config["labels"]), is_train=False)
+        logits = resnet.build(images, config["model"], len(config["labels"]), is_train=False,
+                              shortcut=config["shortcut"])
     correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
                                              labels), tf.int32))
     return {"init": iterator.initializer, "correct": correct, "count": tf.size(labels)}
@@ -415,6 +446,9 @@ def train(args):
         best_saver = tf.compat.v1.train.Saver(max_to_keep=1, save_relative_paths=True)
         session_config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
         session_config.gpu_options.allow_growth = True
+        if args.xla:
+            session_config.graph_options.optimizer_options.global_jit_level = (
+                tf.compat.v1.OptimizerOptions.ON_1)
         with tf.compat.v1.Session(config=session_config) as session:
             session.run(tf.compat.v1.global_variables_initializer())
             restored = restore_newest(session, saver, args.model_dir)
@@ -423,7 +457,7 @@ def train(args):
                 print(f"resuming from {restored} (step {step})")
                 saver.recover_last_checkpoints(list_checkpoints(args.model_dir)[::-1])
             elif args.init_checkpoint:
-                warm_start(session, args)
+                warm_start(session, args.init_checkpoint, args.exclude_scopes)
             if step >= total_steps:
                 print(f"already trained to step {step} of {total_steps}; raise --epochs "
                       f"to train further")
