@@ -170,6 +170,8 @@ def parse_args(argv=None):
     group.add_argument("--deterministic", action="store_true",
                        help="deterministic ops: with --seed, two runs give the same losses")
     args = parser.parse_args(argv)
+    if args.deterministic and args.seed is None:
+        args.seed = 0  # deterministic random ops need a seed
     if args.learning_rate is None:
         args.learning_rate = 0.1 * args.batch_size / 256
     for name in ("batch_size", "epochs", "learning_rate", "keep_checkpoints"):
@@ -470,10 +472,21 @@ def train(args):
                 writer.close()
 
 
-def _save(session, saver, model_dir, step):
-    path = saver.save(session, os.path.join(model_dir, CHECKPOINT_PREFIX), global_step=step,
-                      write_meta_graph=False)
-    return path
+def _save(session, saver, folder, step):
+    """Saves a checkpoint; a full disk or a read-only folder is a clear error.
+
+    The Saver writes to temporary files and renames them when complete, and
+    only then drops the oldest checkpoint, so a failed or killed save leaves
+    the previous checkpoints intact.
+    """
+    try:
+        return saver.save(session, os.path.join(folder, CHECKPOINT_PREFIX), global_step=step,
+                          write_meta_graph=False)
+    except (tf.errors.OpError, OSError) as error:
+        reason = getattr(error, "message", None) or getattr(error, "strerror", None) or error
+        raise FlowIO.UserError(f"cannot save a checkpoint in {folder} ({str(reason).splitlines()[0]}): "
+                               f"free some space or fix its permissions, then run train.py "
+                               f"again to resume from the previous checkpoint")
 
 
 def _load_best(model_dir):
@@ -532,8 +545,7 @@ def _loop(args, session, ops, validation, saver, best_saver, writer, step,
             if top1 > best["validation_top1"]:
                 best = {"step": step, "validation_top1": float(top1)}
                 best_dir = os.path.join(args.model_dir, BEST_DIR)
-                best_saver.save(session, os.path.join(best_dir, CHECKPOINT_PREFIX),
-                                global_step=step, write_meta_graph=False)
+                _save(session, best_saver, best_dir, step)
                 with open(os.path.join(best_dir, BEST_FILE), "w", encoding="utf-8") as f:
                     json.dump(best, f)
                 marker = " (best so far, saved to best/)"
