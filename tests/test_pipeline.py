@@ -9,9 +9,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+import tensorflow as tf
 from PIL import Image
 
 import FlowIO
+import train
 from conftest import REPO, TRAIN_ARGS, make_colour_images, run_script
 
 
@@ -80,6 +83,21 @@ def test_threshold_answers_unknown(colour_data, trained_model):
         os.path.join(trained_model, "labels.txt"))
 
 
+def test_model_dir_describes_itself(colour_data, trained_model):
+    manifest = train.load_manifest(trained_model)
+    info = FlowIO.load_dataset_info(colour_data[1])
+    assert manifest["labels"] == info["classes"]
+    assert (manifest["model"], manifest["shortcut"], manifest["image_size"]) == ("layer_14", "A", 32)
+    assert manifest["data"]["fingerprint"] == info["fingerprint"]
+    assert manifest["preprocessing"]["mean_rgb"] == list(FlowIO.MEAN_RGB)
+    assert manifest["tensorflow"] == tf.__version__
+    with open(os.path.join(trained_model, "checkpoint"), encoding="utf-8") as f:
+        assert os.sep + "model.ckpt" not in f.read()      # relative paths: the folder can move
+    tags = {value.tag for path in glob.glob(os.path.join(trained_model, "events.*"))
+            for event in tf.compat.v1.train.summary_iterator(path) for value in event.summary.value}
+    assert {"loss", "accuracy", "learning_rate", "images_per_second", "validation_top1"} <= tags
+
+
 def test_moved_model_dir_still_evaluates(colour_data, trained_model, tmp_path):
     moved = str(tmp_path / "elsewhere" / "models")
     shutil.copytree(trained_model, moved)
@@ -132,14 +150,16 @@ def _wait_for_step(process, step):
     raise AssertionError(f"training ended before step {step}: {process.stderr.read()[-2000:]}")
 
 
-def test_sigint_saves_a_checkpoint_and_exits_cleanly(colour_data, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signals_save_a_checkpoint_and_exit_cleanly(colour_data, tmp_path, stop):
     model_dir = str(tmp_path / "models")
-    process = _start_training(colour_data[1], model_dir, "--save_every_steps", "1000")
+    process = _start_training(colour_data[1], model_dir, "--save_every_steps", "1000",
+                              "--class_weights", "balanced")
     _wait_for_step(process, 3)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err[-2000:]
-    assert "stopped by SIGINT" in out
+    assert f"stopped by {stop.name}" in out
     stopped_at = max(steps_saved(model_dir))
     assert stopped_at >= 3
     result = run_script("train.py", "--data_dir", colour_data[1], "--model_dir", model_dir,
@@ -181,11 +201,18 @@ def test_changed_class_list_stops_with_the_two_choices(trained_model, tmp_path):
                         *TRAIN_ARGS, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "new --model_dir" in result.stderr and "--init_checkpoint" in result.stderr
-    # The second choice works: fine-tune into a new folder, logits re-initialised.
-    result = run_script("train.py", "--data_dir", data_dir, "--model_dir",
-                        str(tmp_path / "finetuned"), *TRAIN_ARGS, "--epochs", "1",
-                        "--init_checkpoint", trained_model)
+    # The second choice works: fine-tune into a new folder, logits re-initialised;
+    # with --trainable_scopes only the logits change.
+    finetuned = str(tmp_path / "finetuned")
+    result = run_script("train.py", "--data_dir", data_dir, "--model_dir", finetuned,
+                        *TRAIN_ARGS, "--epochs", "1", "--init_checkpoint", trained_model,
+                        "--trainable_scopes", "resnet/logits")
     assert "initialised" in result.stdout and "finished" in result.stdout
+    before = tf.train.load_checkpoint(train.list_checkpoints(trained_model)[0])
+    after = tf.train.load_checkpoint(train.list_checkpoints(finetuned)[0])
+    for name in ("resnet/conv1/weights", "resnet/block4/unit_1/bottleneck_v1/conv3/weights"):
+        np.testing.assert_array_equal(before.get_tensor(name), after.get_tensor(name))
+    assert after.get_tensor("resnet/logits/weights").shape[-1] == 4
 
 
 def test_diverging_loss_stops_with_the_step_number(colour_data, tmp_path):
