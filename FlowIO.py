@@ -38,7 +38,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 import tensorflow as tf
 
 # ---------------------------------------------------------------------------
@@ -104,9 +104,21 @@ def _to_rgb(image):
     return image.convert("RGB")
 
 
-def _decode(data, max_side=None):
-    """Encoded bytes -> (PIL RGB image, source format, was_changed).
+def _needs_turning(image):
+    """Whether ImageOps.exif_transpose turns or flips this image: EXIF
+    orientations 2-8 (1 is upright; Pillow leaves other values alone)."""
+    return image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9)
 
+
+def _decode(data, max_side=None, check_only=False):
+    """Encoded bytes -> (PIL RGB image, source format, was_changed, (height, width)).
+
+    check_only: the caller needs no pixels of a file that is kept as it is (an
+    upright 8-bit RGB JPEG within max_side). Such a file is decoded at 1/8
+    scale (libjpeg's DCT scaling): that still reads and checks every byte of
+    the compressed data, so a truncated or corrupt file fails with the same
+    error as in a full decode, in under half the time. The image returned is
+    then that small one; (height, width) is always the stored image's size.
     Raises BadImage with the reason when the bytes are not a usable image.
     """
     if not data:
@@ -119,6 +131,14 @@ def _decode(data, max_side=None):
             if image.width * image.height > MAX_PIXELS:
                 raise BadImage(f"too large to decode safely ({image.width}x{image.height} "
                                f"pixels, limit {MAX_PIXELS:,}): shrink it first")
+            # The header tells all of this before decoding (the EXIF block is
+            # read by Image.open).
+            kept = (check_only and source_format == "JPEG" and image.mode == "RGB"
+                    and not _needs_turning(image)
+                    and not (max_side and max(image.size) > max_side))
+            if kept:
+                width, height = image.size
+                image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
             image.load()  # the first frame of an animation; raises on truncation
     except BadImage:
         raise
@@ -128,29 +148,33 @@ def _decode(data, max_side=None):
         raise BadImage("not an image Pillow can read")
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise BadImage(f"broken image: {error}")
-    upright = ImageOps.exif_transpose(image)
-    changed = upright is not image
+    if kept:
+        return image, source_format, False, (height, width)
+    # exif_transpose returns a copy even when it has nothing to do, so whether
+    # the image changed is read from the orientation, not from the object.
+    changed = _needs_turning(image)
+    upright = ImageOps.exif_transpose(image) if changed else image
     rgb = _to_rgb(upright)
     changed = changed or rgb.mode != image.mode
     if max_side and max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.LANCZOS)
         changed = True
-    return rgb, source_format, changed
+    return rgb, source_format, changed, (rgb.height, rgb.width)
 
 
 def encode_image_bytes(data, max_side=None):
     """Encoded bytes of any image -> (JPEG bytes, height, width) as stored.
 
-    A JPEG that is already 8-bit RGB or gray, upright and not resized is kept
-    byte for byte (no second lossy compression); everything else is
-    normalised to RGB and encoded at JPEG_QUALITY.
+    A JPEG that is already 8-bit RGB, upright and not resized is kept byte for
+    byte (no second lossy compression, and the fastest path); everything else
+    is normalised to RGB and encoded at JPEG_QUALITY.
     """
-    rgb, source_format, changed = _decode(data, max_side)
+    rgb, source_format, changed, (height, width) = _decode(data, max_side, check_only=True)
     if source_format == "JPEG" and not changed:
-        return data, rgb.height, rgb.width
+        return data, height, width
     buffer = io.BytesIO()
     rgb.save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
-    return buffer.getvalue(), rgb.height, rgb.width
+    return buffer.getvalue(), height, width
 
 
 def encode_image_file(path, max_side=None):
@@ -213,6 +237,36 @@ def find_images(image_dir):
 # ---------------------------------------------------------------------------
 # Converting (runs in worker processes)
 # ---------------------------------------------------------------------------
+# This process's open staging file, per staging folder (see _stage).
+_STAGING_FILES = {}
+
+
+def _stage(staging_dir, encoded):
+    """Appends encoded bytes to this process's staging file: (path, offset).
+
+    Images wait on disk, not in memory, because the split needs every file's
+    outcome first and a large set does not fit in memory. One append-only
+    file per process rather than one file per image: creating a file and
+    opening it again to write the shard cost about as much as checking a
+    JPEG does.
+    """
+    key = (staging_dir, os.getpid())  # a forked worker inherits the dict
+    staging = _STAGING_FILES.get(key)
+    if staging is None:
+        path = os.path.join(staging_dir, f"{os.getpid()}.bin")
+        staging = _STAGING_FILES[key] = open(path, "ab")
+    offset = staging.tell()
+    staging.write(encoded)
+    staging.flush()  # the main process reads it as soon as all images are back
+    return staging.name, offset
+
+
+def _close_staging(staging_dir):
+    """Closes this process's staging files of staging_dir."""
+    for key in [key for key in _STAGING_FILES if key[0] == staging_dir]:
+        _STAGING_FILES.pop(key).close()
+
+
 def _convert_one(task):
     """Reads, checks, normalises and stages one image; returns its record."""
     index, path, staging_dir, max_side = task
@@ -226,11 +280,9 @@ def _convert_one(task):
         encoded, height, width = encode_image_bytes(data, max_side)
     except BadImage as error:
         return {"index": index, "error": str(error), "sha256": digest}
-    staged = os.path.join(staging_dir, f"{index}.jpg")
-    with open(staged, "wb") as f:
-        f.write(encoded)
+    staged, offset = _stage(staging_dir, encoded)
     return {"index": index, "sha256": digest, "height": height, "width": width,
-            "bytes": len(encoded), "staged": staged}
+            "bytes": len(encoded), "staged": staged, "offset": offset}
 
 
 class _Progress:
@@ -327,16 +379,22 @@ def _write_shards(split, examples, num_shards, out_dir):
     """Writes examples round-robin into num_shards files; returns their names."""
     names = [shard_name(split, i, num_shards) for i in range(num_shards)]
     writers = [tf.io.TFRecordWriter(os.path.join(out_dir, name)) for name in names]
+    staged = {}  # staging file path -> open file
     try:
         for i, example in enumerate(examples):
-            with open(example["staged"], "rb") as f:
-                encoded = f.read()
+            if example["staged"] not in staged:
+                staged[example["staged"]] = open(example["staged"], "rb")
+            source = staged[example["staged"]]
+            source.seek(example["offset"])
+            encoded = source.read(example["bytes"])
             writers[i % num_shards].write(_make_example(
                 encoded, example["label"], example["height"], example["width"],
                 example["filename"]).SerializeToString())
     finally:
         for writer in writers:
             writer.close()
+        for source in staged.values():
+            source.close()
     return names
 
 
@@ -422,8 +480,11 @@ def convert(image_dir, output_dir, validation_ratio=0.2, seed=0, validation_dir=
     try:
         staging = os.path.join(tmp_dir, "staging")
         os.makedirs(staging)
-        results = _convert_all([(i, path, staging, max_side) for i, (_, _, path, _) in
-                                enumerate(files)], workers or os.cpu_count() or 1)
+        try:
+            results = _convert_all([(i, path, staging, max_side) for i, (_, _, path, _) in
+                                    enumerate(files)], workers or os.cpu_count() or 1)
+        finally:
+            _close_staging(staging)  # those of this process, when workers=1
 
         # 3. Keep the good ones; report broken files, duplicates and conflicts.
         good, by_hash = [], {}
@@ -631,18 +692,37 @@ def preprocess_for_eval(encoded, image_size):
     return normalize(image)
 
 
-def preprocess_for_train(encoded, image_size):
+def preprocess_for_train(encoded, image_size, seed):
     """JPEG bytes -> a random crop (TRAIN_CROP_AREA of the area, aspect 3/4..4/3)
-    resized to image_size, randomly flipped. Decodes only the crop."""
+    resized to image_size, randomly flipped. Decodes only the crop.
+
+    seed: an int64 pair; stateless random ops make each image's augmentation
+    a function of it, so a seeded run repeats exactly (make_dataset draws one
+    per image).
+    """
     shape = tf.io.extract_jpeg_shape(encoded)
-    begin, size, _ = tf.image.sample_distorted_bounding_box(
-        shape, bounding_boxes=tf.zeros([1, 0, 4]), min_object_covered=0.0,
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape, bounding_boxes=tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
         aspect_ratio_range=(3 / 4, 4 / 3), area_range=TRAIN_CROP_AREA,
         max_attempts=10, use_image_if_no_bounding_boxes=True)
+    # The crop is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling)
+    # when its shorter side is at least that many times image_size: decoding
+    # and resizing then touch 4-64x fewer pixels, and the DCT scaling is a
+    # properly filtered downscale. What is left to resize is a factor below 2,
+    # where plain bilinear (TF-slim's choice) no longer aliases, so the
+    # costlier antialiased kernel is not needed here. (The crop window is
+    # given in the scaled image's coordinates.)
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
-    image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
-    image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size], antialias=True)
-    image = tf.image.random_flip_left_right(image)
+    shorter = tf.minimum(size[0], size[1])
+    ratios = (1, 2, 4, 8)
+    scale_index = tf.add_n([tf.cast(shorter >= r * image_size, tf.int32) for r in ratios[1:]])
+    image = tf.switch_case(scale_index, [
+        lambda ratio=ratio: tf.io.decode_and_crop_jpeg(
+            encoded, tf.maximum(window // ratio, [0, 0, 1, 1]), channels=3, ratio=ratio,
+            dct_method="INTEGER_FAST")  # faster IDCT; its error is far below augmentation's
+        for ratio in ratios])
+    image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size])
+    image = tf.image.stateless_random_flip_left_right(image, seed=seed[::-1])
     return normalize(image)
 
 
@@ -674,19 +754,27 @@ def make_dataset(data_dir, split, image_size, batch_size, training, seed=None,
     files = tf.data.Dataset.from_tensor_slices(paths)
     if training:
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    # Unseeded training takes records in whatever order they arrive (faster).
     records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(paths), 8),
-                               num_parallel_calls=autotune, deterministic=not training)
+                               num_parallel_calls=autotune,
+                               deterministic=not training or seed is not None)
     records = records.map(lambda r: tf.io.parse_single_example(r, _FEATURES),
                           num_parallel_calls=autotune)
     if cache:
         records = records.cache()
     if training:
         records = records.shuffle(10000, seed=seed, reshuffle_each_iteration=True).repeat()
-    preprocess = preprocess_for_train if training else preprocess_for_eval
-    dataset = records.map(
-        lambda f: (preprocess(f["image/encoded"], image_size),
-                   tf.cast(f["image/class/label"], tf.int32), f["image/filename"]),
-        num_parallel_calls=autotune, deterministic=not training)
+    if training:
+        seeds = tf.data.Dataset.random(seed=seed).batch(2)  # an augmentation seed per image
+        dataset = tf.data.Dataset.zip((records, seeds)).map(
+            lambda f, s: (preprocess_for_train(f["image/encoded"], image_size, s),
+                          tf.cast(f["image/class/label"], tf.int32), f["image/filename"]),
+            num_parallel_calls=autotune, deterministic=seed is not None)
+    else:
+        dataset = records.map(
+            lambda f: (preprocess_for_eval(f["image/encoded"], image_size),
+                       tf.cast(f["image/class/label"], tf.int32), f["image/filename"]),
+            num_parallel_calls=autotune)
     return dataset.batch(batch_size, drop_remainder=training).prefetch(autotune)
 
 

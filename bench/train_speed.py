@@ -1,0 +1,189 @@
+"""Training speed: our ResNet against Keras' ResNet, side by side, in one run.
+
+    python bench/train_speed.py [--models layer_50] [--image_size 224] [--batch_size 32]
+                                [--steps 3] [--rounds 2] [--data_dir DIR]
+
+Each measurement runs in its own process (so peak memory is per contender),
+and the contenders take turns (ours, Keras, ours, Keras, ...) so that drift on
+a shared machine hits both. Each process builds its model, runs one warm-up
+step, then times --steps training steps (momentum SGD, softmax cross-entropy,
+batch norm in training mode). Ours: train.py's graph (tf.compat.v1 Session,
+oneDNN on, fused batch norm). Keras: tf.keras.applications.ResNet50/101/152
+(weights=None) in a plain tf.function training step. Input: synthetic
+in-memory images, or with --data_dir, real TFRecords through FlowIO's
+training pipeline (ours only; Keras gets the synthetic batch).
+
+Printed per contender: images/s (median over rounds), the ratio, peak RSS,
+and the fraction of the CPU's FMA peak, counting a training step as 3x the
+forward multiply-adds (counted from the graph's conv and matmul shapes).
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KERAS_MODELS = {"layer_50": "ResNet50", "layer_101": "ResNet101", "layer_152": "ResNet152"}
+
+
+def fma_peak_gflops():
+    """cores x 2 FMA units x 8 float32 lanes (AVX2) x 2 flops x clock."""
+    cores = os.cpu_count() or 1
+    ghz = 3.0
+    try:
+        with open("/proc/cpuinfo") as f:
+            mhz = [float(l.split(":")[1]) for l in f if l.startswith("cpu MHz")]
+        if mhz:
+            ghz = max(mhz) / 1000
+    except OSError:
+        pass
+    return cores * 2 * 8 * 2 * ghz, cores, ghz
+
+
+def forward_macs(graph):
+    """Multiply-adds of one image's forward pass, from conv and matmul shapes."""
+    total = 0
+    for op in graph.get_operations():
+        if op.type in ("Conv2D", "Conv2DBackpropInput"):
+            out = op.outputs[0].shape.as_list()
+            kernel = op.inputs[1].shape.as_list()
+            total += out[1] * out[2] * kernel[0] * kernel[1] * kernel[2] * kernel[3]
+        elif op.type == "MatMul":
+            a, b = op.inputs[0].shape.as_list(), op.inputs[1].shape.as_list()
+            total += a[-1] * b[-1]
+    return total
+
+
+def measure_ours(args):
+    sys.path.insert(0, REPO)
+    import numpy as np
+    import FlowIO  # noqa: F401  (sets oneDNN before TensorFlow loads)
+    import resnet
+    import tensorflow as tf
+    import tf_slim as slim
+
+    graph = tf.Graph()
+    with graph.as_default():
+        if args.data_dir:
+            dataset = FlowIO.make_dataset(args.data_dir, "train", args.image_size,
+                                          args.batch_size, training=True)
+            images, labels, _ = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
+            num_classes = len(FlowIO.load_dataset_info(args.data_dir)["classes"])
+        else:
+            rng = np.random.default_rng(0)
+            images = tf.constant(rng.normal(size=(args.batch_size, args.image_size,
+                                                  args.image_size, 3)).astype(np.float32))
+            labels = tf.constant(rng.integers(0, 10, args.batch_size).astype(np.int32))
+            num_classes = 10
+        logits = resnet.build(images, args.model, num_classes, is_train=True)
+        loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels, logits) \
+            + tf.compat.v1.losses.get_regularization_loss()
+        step = tf.compat.v1.train.get_or_create_global_step()
+        train_op = slim.learning.create_train_op(
+            loss, tf.compat.v1.train.MomentumOptimizer(0.01, 0.9), global_step=step,
+            check_numerics=False)
+    with tf.Graph().as_default():  # count the forward pass of one image
+        resnet.build(tf.zeros([1, args.image_size, args.image_size, 3]), args.model, 10, False)
+        macs = forward_macs(tf.compat.v1.get_default_graph())
+    with tf.compat.v1.Session(graph=graph) as session:
+        session.run(tf.compat.v1.global_variables_initializer())
+        session.run(train_op)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            session.run(train_op)
+        seconds = time.perf_counter() - start
+    return seconds, macs
+
+
+def measure_keras(args):
+    import numpy as np
+    import tensorflow as tf
+
+    model = getattr(tf.keras.applications, KERAS_MODELS[args.model])(
+        weights=None, input_shape=(args.image_size, args.image_size, 3), classes=10)
+    optimizer = tf.keras.optimizers.SGD(0.01, momentum=0.9)
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=False)
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.normal(size=(args.batch_size, args.image_size, args.image_size, 3))
+                         .astype(np.float32))
+    labels = tf.constant(rng.integers(0, 10, args.batch_size).astype(np.int32))
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, model(images, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                      model.trainable_variables))
+        return loss
+
+    train_step()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        train_step().numpy()
+    return time.perf_counter() - start, None
+
+
+def child(args):
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # Keras' best setting here too
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    seconds, macs = (measure_ours if args.contender == "ours" else measure_keras)(args)
+    print(json.dumps({"images_per_second": args.steps * args.batch_size / seconds,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "forward_macs": macs}))
+
+
+def run_child(args, contender, model):
+    command = [sys.executable, os.path.abspath(__file__), "--child", contender, "--models", model,
+               "--image_size", str(args.image_size), "--batch_size", str(args.batch_size),
+               "--steps", str(args.steps)] + (["--data_dir", args.data_dir] if args.data_dir else [])
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if result.returncode != 0:
+        raise SystemExit(f"{contender} {model} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="layer_50",
+                        help="comma-separated ResNet_demo keys (default: %(default)s)")
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="turns per contender")
+    parser.add_argument("--data_dir", default=None, help="read real TFRecords (ours)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.contender, args.model = args.child, args.models
+        return child(args)
+
+    peak, cores, ghz = fma_peak_gflops()
+    print(f"FMA peak assumed: {cores} cores x 2 FMA x 8 lanes x 2 flops x {ghz:.2f} GHz "
+          f"= {peak:.0f} GFLOP/s; batch {args.batch_size}, {args.image_size} px, "
+          f"{args.steps} timed steps x {args.rounds} rounds, "
+          f"input {'TFRecords ' + args.data_dir if args.data_dir else 'synthetic'}")
+    for model in args.models.split(","):
+        contenders = ["ours"] + (["keras"] if model in KERAS_MODELS else [])
+        runs = {c: [] for c in contenders}
+        for _ in range(args.rounds):
+            for contender in contenders:
+                runs[contender].append(run_child(args, contender, model))
+        ours = statistics.median(r["images_per_second"] for r in runs["ours"])
+        macs = runs["ours"][0]["forward_macs"]
+        share = ours * 3 * 2 * macs / 1e9 / peak
+        print(f"{model}: ours {ours:.2f} img/s ({3 * 2 * macs / 1e9:.1f} GFLOP per image "
+              f"trained, {share:.0%} of FMA peak), peak RSS "
+              f"{max(r['peak_rss_mb'] for r in runs['ours']):.0f} MB")
+        if "keras" in runs:
+            keras = statistics.median(r["images_per_second"] for r in runs["keras"])
+            print(f"{model}: Keras {KERAS_MODELS[model]} {keras:.2f} img/s, peak RSS "
+                  f"{max(r['peak_rss_mb'] for r in runs['keras']):.0f} MB; "
+                  f"ours / Keras = {ours / keras:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
