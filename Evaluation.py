@@ -2,6 +2,7 @@
 
     python Evaluation.py [--model_dir models] [--data_dir data/tfrecords]
                          [--checkpoint PATH|best|all] [--split validation] [--json]
+    python Evaluation.py --image_dir DIR [--model_dir models] [...]
 
 Prints top-1 (and top-5 with at least 5 classes) accuracy, the loss, a
 per-class table of precision, recall, F1 and support, and a confusion matrix;
@@ -9,12 +10,18 @@ writes confusion_matrix.png, misclassified.csv and metrics.json to
 --output_dir (default: MODEL_DIR/eval). `--checkpoint all` evaluates every
 checkpoint in --model_dir (best/ included) and marks the best one -- the way
 to choose the model to keep. --json prints one JSON object instead.
+
+--image_dir evaluates every image of a class-per-folder tree without a
+FlowIO.py run by the user: the tree is converted exactly as FlowIO.py would
+(into a temporary folder, removed afterwards) and all of it is evaluated.
+Its class folders must be the model's classes.
 """
 import argparse
 import csv
 import json
 import os
 import sys
+import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -29,17 +36,32 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Evaluate a trained model.")
     parser.add_argument("--model_dir", default="models",
                         help="train.py's output folder (default: %(default)s)")
-    parser.add_argument("--data_dir", default="data/tfrecords",
-                        help="FlowIO.py's output folder to evaluate on (default: %(default)s)")
-    parser.add_argument("--split", default="validation", choices=FlowIO.SPLITS,
-                        help="(default: %(default)s)")
+    parser.add_argument("--data_dir", default=None,
+                        help="FlowIO.py's output folder to evaluate on "
+                             "(default: data/tfrecords)")
+    parser.add_argument("--split", default=None, choices=FlowIO.SPLITS,
+                        help="split of --data_dir (default: validation)")
+    parser.add_argument("--image_dir", default=None,
+                        help="evaluate every image of this class-per-folder tree instead "
+                             "(converted as FlowIO.py does, into a temporary folder)")
     parser.add_argument("--checkpoint", default=None,
                         help="a checkpoint prefix, 'best', or 'all' (default: the newest)")
     parser.add_argument("--batch_size", type=int, default=64, help="(default: %(default)s)")
     parser.add_argument("--output_dir", default=None,
                         help="where the PNG, CSV and JSON go (default: MODEL_DIR/eval)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.image_dir is not None:
+        if args.data_dir is not None:
+            parser.error("give --data_dir (FlowIO.py's records) or --image_dir (image "
+                         "folders), not both")
+        if args.split is not None:
+            parser.error("--split chooses part of --data_dir; with --image_dir every "
+                         "image is evaluated")
+    else:
+        args.data_dir = args.data_dir or "data/tfrecords"
+        args.split = args.split or "validation"
+    return args
 
 
 def choose_checkpoints(model_dir, choice):
@@ -69,7 +91,8 @@ def predict_split(manifest, checkpoint, data_dir, split, batch_size):
         dataset = FlowIO.make_dataset(data_dir, split, manifest["image_size"], batch_size,
                                       training=False)
         images, labels, filenames = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
-        logits = resnet.build(images, manifest["model"], manifest["num_classes"], is_train=False)
+        logits = resnet.build(images, manifest["model"], manifest["num_classes"], is_train=False,
+                              shortcut=manifest.get("shortcut", "A"))
         probabilities = tf.nn.softmax(logits)
         with tf.compat.v1.Session() as session:
             tf.compat.v1.train.Saver().restore(session, checkpoint)
@@ -195,6 +218,49 @@ def print_report(metrics, class_names, checkpoint):
         print(f"{i:>3} " + "".join(f"{v:>{cell}}" for v in row))
 
 
+def _some(names, shown=10):
+    """A list of names for a one-line message, however many there are."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def convert_image_dir(image_dir, records_dir, manifest, args):
+    """FlowIO.convert of a class-per-folder tree into records_dir, everything in
+    the 'train' split; returns the skipped files, reported as FlowIO.py does.
+
+    The class folders are checked first: labels are numbered by sorted folder
+    name, so a missing or extra folder would shift every label and the
+    accuracy would be silently wrong.
+    """
+    if not os.path.isdir(image_dir):
+        raise FlowIO.UserError(f"--image_dir {image_dir} is not a folder: put one sub-folder "
+                               f"of images per class there")
+    labels = manifest["labels"]
+    folders = list(FlowIO.find_images(image_dir)[0])
+    unknown = [name for name in folders if name not in labels]
+    missing = [name for name in labels if name not in folders]
+    if unknown or missing:
+        problems = ([f"not classes of the model: {_some(unknown)}"] if unknown else []) + \
+                   ([f"missing: {_some(missing)}"] if missing else [])
+        raise FlowIO.UserError(
+            f"--image_dir {image_dir} has class folders that do not match the model in "
+            f"{args.model_dir} ({'; '.join(problems)}); use one folder per class of "
+            f"{os.path.join(args.model_dir, FlowIO.LABELS_FILE)}")
+    # The model's --max_side, so the images are seen as in training.
+    info = FlowIO.convert(image_dir, records_dir, validation_ratio=0,
+                          max_side=manifest["preprocessing"].get("max_side"))
+    out = sys.stderr if args.json else sys.stdout  # --json keeps stdout one JSON object
+    if info["skipped"]:
+        print(f"skipped {len(info['skipped'])} file(s):", file=out)
+        for entry in info["skipped"]:
+            print(f"  {entry['path']}: {entry['reason']}", file=out)
+    if info["classes"] != labels:
+        empty = [name for name in labels if name not in info["classes"]]
+        raise FlowIO.UserError(f"--image_dir {image_dir}: class folder(s) {_some(empty)} "
+                               f"have no usable image; the model needs all its classes")
+    return info["skipped"]
+
+
 def evaluate(manifest, checkpoint, args):
     info = FlowIO.load_dataset_info(args.data_dir)
     if info["classes"] != manifest["labels"]:
@@ -208,6 +274,9 @@ def evaluate(manifest, checkpoint, args):
         raise FlowIO.UserError(f"read {len(labels)} {args.split} records from {args.data_dir} "
                                f"but dataset.json lists {expected}: a shard is damaged; "
                                f"re-run FlowIO.py")
+    if args.image_dir is not None:
+        # Records name files relative to the tree; the user needs paths to open.
+        filenames = [os.path.join(args.image_dir, name) for name in filenames]
     metrics = compute_metrics(probabilities, labels, manifest["labels"])
     metrics["checkpoint"] = checkpoint
     metrics["step"] = train.checkpoint_step(checkpoint)
@@ -233,9 +302,21 @@ def main():
     args = parse_args()
     manifest = train.load_manifest(args.model_dir)
     checkpoints = choose_checkpoints(args.model_dir, args.checkpoint)
+    if args.image_dir is None:
+        return report(args, manifest, checkpoints, {})
+    with tempfile.TemporaryDirectory(prefix="evaluation-records-") as records_dir:
+        skipped = convert_image_dir(args.image_dir, records_dir, manifest, args)
+        args.data_dir, args.split = records_dir, "train"
+        return report(args, manifest, checkpoints,
+                      {"image_dir": os.path.abspath(args.image_dir), "skipped": skipped})
+
+
+def report(args, manifest, checkpoints, extra):
+    """Evaluates, prints and writes the outputs; extra goes into the JSON."""
     output_dir = args.output_dir or os.path.join(args.model_dir, "eval")
     if args.checkpoint != "all":
         metrics, misclassified = evaluate(manifest, checkpoints[0], args)
+        metrics.update(extra)
         metrics["misclassified"] = misclassified
         metrics["files"] = write_outputs(metrics, misclassified, manifest["labels"], output_dir)
         if args.json:
@@ -254,7 +335,8 @@ def main():
     for row in table:
         row["best"] = row is best
     if args.json:
-        print(json.dumps({"checkpoints": table, "best": best["checkpoint"]}, ensure_ascii=False))
+        print(json.dumps(dict({"checkpoints": table, "best": best["checkpoint"]}, **extra),
+                         ensure_ascii=False))
         return
     print(f"{'step':>8}  {'top-1':>6}  {'top-5':>6}  {'loss':>7}  checkpoint")
     for row in table:
