@@ -296,9 +296,14 @@ def build_training_graph(args, config, info, steps_per_epoch, total_steps):
             optimizer, "dynamic")
     # create_train_op also runs the batch-norm moving-average updates (UPDATE_OPS).
     # The loop checks the loss for NaN and Inf itself, to stop with the step number.
-    train_op = slim.learning.create_train_op(total_loss, optimizer, global_step=global_step,
-                                             variables_to_train=_trainable_variables(args),
-                                             check_numerics=False)
+    # GATE_NONE lets each variable's update start as soon as its own gradient is
+    # ready instead of after all gradients of its op: 12% more ResNet-50 images/s
+    # on 2 cores (BENCHMARKS.md). Safe with resource variables, whose reads are
+    # copied on write, so backprop never sees an updated weight.
+    train_op = slim.learning.create_train_op(
+        total_loss, optimizer, global_step=global_step,
+        variables_to_train=_trainable_variables(args), check_numerics=False,
+        gate_gradients=tf.compat.v1.train.Optimizer.GATE_NONE)
     return {"train_op": train_op, "loss": total_loss, "accuracy": accuracy,
             "learning_rate": learning_rate, "global_step": global_step}
 

@@ -83,9 +83,9 @@ def measure_ours(args):
         loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels, logits) \
             + tf.compat.v1.losses.get_regularization_loss()
         step = tf.compat.v1.train.get_or_create_global_step()
-        train_op = slim.learning.create_train_op(
+        train_op = slim.learning.create_train_op(  # as train.py builds it
             loss, tf.compat.v1.train.MomentumOptimizer(0.01, 0.9), global_step=step,
-            check_numerics=False)
+            check_numerics=False, gate_gradients=tf.compat.v1.train.Optimizer.GATE_NONE)
     with tf.Graph().as_default():  # count the forward pass of one image
         resnet.build(tf.zeros([1, args.image_size, args.image_size, 3]), args.model, 10, False)
         macs = forward_macs(tf.compat.v1.get_default_graph())
