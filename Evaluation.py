@@ -65,22 +65,14 @@ def parse_args(argv=None):
 
 
 def choose_checkpoints(model_dir, choice):
-    best = train.list_checkpoints(os.path.join(model_dir, train.BEST_DIR))
-    newest = train.list_checkpoints(model_dir)
-    if choice is None:
-        chosen = newest[:1]
-    elif choice == "best":
-        chosen = best[:1]
-    elif choice == "all":
-        chosen = newest[::-1] + best
-    else:
-        if not os.path.exists(choice + ".index"):
-            raise FlowIO.UserError(f"--checkpoint {choice}: no {choice}.index; give a prefix "
-                                   f"such as {model_dir}/{train.CHECKPOINT_PREFIX}-1000")
-        chosen = [choice]
+    """--checkpoint: a prefix, 'best', None (the newest) or 'all' (every
+    checkpoint in model_dir, oldest first, then best/'s)."""
+    if choice != "all":
+        return [train.resolve_checkpoint(model_dir, choice)]
+    chosen = (train.list_checkpoints(model_dir)[::-1]
+              + train.list_checkpoints(os.path.join(model_dir, train.BEST_DIR)))
     if not chosen:
-        raise FlowIO.UserError(f"no {'best ' if choice == 'best' else ''}checkpoint in "
-                               f"{model_dir}: run train.py first")
+        raise FlowIO.UserError(f"no checkpoint in {model_dir}: run train.py first")
     return chosen
 
 

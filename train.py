@@ -93,6 +93,22 @@ def restore_newest(session, saver, folder):
     return None
 
 
+def resolve_checkpoint(model_dir, checkpoint=None):
+    """None -> the newest checkpoint in model_dir, "best" -> the one in best/,
+    anything else is taken as a checkpoint prefix."""
+    if checkpoint in (None, "best"):
+        folder = os.path.join(model_dir, BEST_DIR) if checkpoint else model_dir
+        found = list_checkpoints(folder)
+        if not found:
+            raise FlowIO.UserError(f"no checkpoint in {folder}: run train.py first")
+        return found[0]
+    if not os.path.exists(checkpoint + ".index"):
+        raise FlowIO.UserError(f"--checkpoint {checkpoint}: no {checkpoint}.index; give a "
+                               f"prefix such as {model_dir}/{CHECKPOINT_PREFIX}-1000 "
+                               f"or 'best'")
+    return checkpoint
+
+
 def checkpoint_step(path):
     return int(path.rsplit("-", 1)[1])
 

@@ -61,7 +61,7 @@ class Classifier:
         self.manifest = train.load_manifest(model_dir)
         self.labels = self.manifest["labels"]
         self.batch_size = batch_size
-        self.checkpoint = resolve_checkpoint(model_dir, checkpoint)
+        self.checkpoint = train.resolve_checkpoint(model_dir, checkpoint)
         self._graph = tf.Graph()
         with self._graph.as_default():
             # The input is encoded JPEG bytes, as FlowIO stores them; the graph
@@ -113,22 +113,6 @@ def _plain(fn):
     flow, and AutoGraph re-reads the source files, which breaks if one was
     edited after it was imported."""
     return tf.autograph.experimental.do_not_convert(fn)
-
-
-def resolve_checkpoint(model_dir, checkpoint=None):
-    """None -> the newest checkpoint in model_dir, "best" -> the one in best/,
-    anything else is taken as a checkpoint prefix."""
-    if checkpoint in (None, "best"):
-        folder = os.path.join(model_dir, train.BEST_DIR) if checkpoint else model_dir
-        found = train.list_checkpoints(folder)
-        if not found:
-            raise FlowIO.UserError(f"no checkpoint in {folder}: run train.py first")
-        return found[0]
-    if not os.path.exists(checkpoint + ".index"):
-        raise FlowIO.UserError(f"--checkpoint {checkpoint}: no {checkpoint}.index; give a "
-                               f"prefix such as {model_dir}/{train.CHECKPOINT_PREFIX}-1000 "
-                               f"or 'best'")
-    return checkpoint
 
 
 def network_probabilities(images, manifest):
@@ -216,7 +200,7 @@ def export_saved_model(model_dir, export_dir, checkpoint=None):
     """Writes a SavedModel of the checkpoint to export_dir/<next version>;
     returns (its path, the checkpoint)."""
     manifest = train.load_manifest(model_dir)
-    checkpoint = resolve_checkpoint(model_dir, checkpoint)
+    checkpoint = train.resolve_checkpoint(model_dir, checkpoint)
     size = manifest["image_size"]
     try:
         os.makedirs(export_dir, exist_ok=True)
@@ -284,7 +268,7 @@ def export_tflite(model_dir, path, checkpoint=None):
     resizes and crops.
     """
     manifest = train.load_manifest(model_dir)
-    checkpoint = resolve_checkpoint(model_dir, checkpoint)
+    checkpoint = train.resolve_checkpoint(model_dir, checkpoint)
     size = manifest["image_size"]
     graph = tf.Graph()
     with _quiet_tf1_notices():
