@@ -110,15 +110,15 @@ def _needs_turning(image):
     return image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9)
 
 
-def _decode(data, max_side=None, check_only=False):
+def _decode(data, max_side=None):
     """Encoded bytes -> (PIL RGB image, source format, was_changed, (height, width)).
 
-    check_only: the caller needs no pixels of a file that is kept as it is (an
-    upright 8-bit RGB JPEG within max_side). Such a file is decoded at 1/8
-    scale (libjpeg's DCT scaling): that still reads and checks every byte of
-    the compressed data, so a truncated or corrupt file fails with the same
-    error as in a full decode, in under half the time. The image returned is
-    then that small one; (height, width) is always the stored image's size.
+    A file that will be kept as it is (an upright 8-bit RGB JPEG within
+    max_side: its pixels are not needed) is decoded at 1/8 scale (libjpeg's
+    DCT scaling): that still reads and checks every byte of the compressed
+    data, so a truncated or corrupt file fails with the same error as in a
+    full decode, in under half the time. The image returned is then that
+    small one; (height, width) is always the stored image's size.
     Raises BadImage with the reason when the bytes are not a usable image.
     """
     if not data:
@@ -133,7 +133,7 @@ def _decode(data, max_side=None, check_only=False):
                                f"pixels, limit {MAX_PIXELS:,}): shrink it first")
             # The header tells all of this before decoding (the EXIF block is
             # read by Image.open).
-            kept = (check_only and source_format == "JPEG" and image.mode == "RGB"
+            kept = (source_format == "JPEG" and image.mode == "RGB"
                     and not _needs_turning(image)
                     and not (max_side and max(image.size) > max_side))
             if kept:
@@ -169,7 +169,7 @@ def encode_image_bytes(data, max_side=None):
     byte (no second lossy compression, and the fastest path); everything else
     is normalised to RGB and encoded at JPEG_QUALITY.
     """
-    rgb, source_format, changed, (height, width) = _decode(data, max_side, check_only=True)
+    rgb, source_format, changed, (height, width) = _decode(data, max_side)
     if source_format == "JPEG" and not changed:
         return data, height, width
     buffer = io.BytesIO()
