@@ -80,9 +80,11 @@ def predict_split(manifest, checkpoint, data_dir, split, batch_size):
     """Probabilities, true labels and file names of every record of a split."""
     graph = tf.Graph()
     with graph.as_default():
-        dataset = FlowIO.make_dataset(data_dir, split, manifest["image_size"], batch_size,
-                                      training=False)
-        images, labels, filenames = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
+        with tf.device("/cpu:0"):  # input on the CPU, as in train.py
+            dataset = FlowIO.make_dataset(data_dir, split, manifest["image_size"], batch_size,
+                                          training=False)
+            images, labels, filenames = \
+                tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
         logits = resnet.build(images, manifest["model"], manifest["num_classes"], is_train=False,
                               shortcut=manifest.get("shortcut", "A"))
         probabilities = tf.nn.softmax(logits)

@@ -286,9 +286,13 @@ def class_weight_vector(args, info, labels):
 
 def build_training_graph(args, config, info, steps_per_epoch, total_steps):
     num_classes = len(config["labels"])
-    dataset = FlowIO.make_dataset(args.data_dir, "train", config["image_size"],
-                                  args.batch_size, training=True, seed=args.seed)
-    images, labels, _ = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
+    # The input pipeline runs on the CPU, decoding and augmenting the next
+    # batches (FlowIO prefetches) while the device runs the step; only the
+    # finished batch is copied to a GPU.
+    with tf.device("/cpu:0"):
+        dataset = FlowIO.make_dataset(args.data_dir, "train", config["image_size"],
+                                      args.batch_size, training=True, seed=args.seed)
+        images, labels, _ = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
     global_step = tf.compat.v1.train.get_or_create_global_step()
     logits = resnet.build(images, config["model"], num_classes, is_train=True,
                           weight_decay=args.weight_decay, shortcut=config["shortcut"],
@@ -383,10 +387,11 @@ def warm_start(session, path, exclude_scopes):
 
 def build_validation_graph(args, config):
     """The eval-mode network over the validation split, sharing the weights."""
-    dataset = FlowIO.make_dataset(args.data_dir, "validation", config["image_size"],
-                                  args.batch_size, training=False)
-    iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
-    images, labels, _ = iterator.get_next()
+    with tf.device("/cpu:0"):  # as in training: input on the CPU
+        dataset = FlowIO.make_dataset(args.data_dir, "validation", config["image_size"],
+                                      args.batch_size, training=False)
+        iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
+        images, labels, _ = iterator.get_next()
     with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True):
         logits = resnet.build(images, config["model"], len(config["labels"]), is_train=False,
                               shortcut=config["shortcut"])
