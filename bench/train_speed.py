@@ -2,6 +2,7 @@
 
     python bench/train_speed.py [--models layer_50] [--image_size 224] [--batch_size 32]
                                 [--steps 3] [--rounds 2] [--data_dir DIR]
+                                [--mixed_precision] [--xla]
 
 Each measurement runs in its own process (so peak memory is per contender),
 and the contenders take turns (ours, Keras, ours, Keras, ...) so that drift on
@@ -12,6 +13,12 @@ oneDNN on, fused batch norm). Keras: tf.keras.applications.ResNet50/101/152
 (weights=None) in a plain tf.function training step. Input: synthetic
 in-memory images, or with --data_dir, real TFRecords through FlowIO's
 training pipeline (ours only; Keras gets the synthetic batch).
+
+--mixed_precision and --xla switch both contenders to their GPU settings
+(ours: train.py's --mixed_precision and --xla; Keras: the mixed_float16
+policy with a LossScaleOptimizer, and jit_compile=True). They run on a CPU,
+slowly; they are there so one command measures a GPU when one is lent:
+    python bench/train_speed.py --batch_size 256 --mixed_precision --xla --steps 20
 
 Printed per contender: images/s (median over rounds), the ratio, peak RSS,
 and the fraction of the CPU's FMA peak, counting a training step as 3x the
@@ -79,17 +86,27 @@ def measure_ours(args):
                                                   args.image_size, 3)).astype(np.float32))
             labels = tf.constant(rng.integers(0, 10, args.batch_size).astype(np.int32))
             num_classes = 10
-        logits = resnet.build(images, args.model, num_classes, is_train=True)
-        loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels, logits) \
-            + tf.compat.v1.losses.get_regularization_loss()
+        logits = resnet.build(images, args.model, num_classes, is_train=True,
+                              mixed_precision=args.mixed_precision)
+        loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels, logits) + tf.add_n(
+            [tf.cast(l, tf.float32) for l in tf.compat.v1.losses.get_regularization_losses()])
         step = tf.compat.v1.train.get_or_create_global_step()
+        optimizer = tf.compat.v1.train.MomentumOptimizer(0.01, 0.9)
+        if args.mixed_precision:
+            optimizer = tf.compat.v1.mixed_precision.MixedPrecisionLossScaleOptimizer(
+                optimizer, "dynamic")
         train_op = slim.learning.create_train_op(  # as train.py builds it
-            loss, tf.compat.v1.train.MomentumOptimizer(0.01, 0.9), global_step=step,
+            loss, optimizer, global_step=step,
             check_numerics=False, gate_gradients=tf.compat.v1.train.Optimizer.GATE_NONE)
+    config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+    config.gpu_options.allow_growth = True
+    if args.xla:
+        config.graph_options.optimizer_options.global_jit_level = (
+            tf.compat.v1.OptimizerOptions.ON_1)
     with tf.Graph().as_default():  # count the forward pass of one image
         resnet.build(tf.zeros([1, args.image_size, args.image_size, 3]), args.model, 10, False)
         macs = forward_macs(tf.compat.v1.get_default_graph())
-    with tf.compat.v1.Session(graph=graph) as session:
+    with tf.compat.v1.Session(graph=graph, config=config) as session:
         session.run(tf.compat.v1.global_variables_initializer())
         session.run(train_op)
         start = time.perf_counter()
@@ -103,21 +120,26 @@ def measure_keras(args):
     import numpy as np
     import tensorflow as tf
 
+    if args.mixed_precision:
+        tf.keras.mixed_precision.set_global_policy("mixed_float16")
     model = getattr(tf.keras.applications, KERAS_MODELS[args.model])(
         weights=None, input_shape=(args.image_size, args.image_size, 3), classes=10)
     optimizer = tf.keras.optimizers.SGD(0.01, momentum=0.9)
+    if args.mixed_precision:
+        optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=False)
     rng = np.random.default_rng(0)
     images = tf.constant(rng.normal(size=(args.batch_size, args.image_size, args.image_size, 3))
                          .astype(np.float32))
     labels = tf.constant(rng.integers(0, 10, args.batch_size).astype(np.int32))
 
-    @tf.function
+    @tf.function(jit_compile=args.xla or None)
     def train_step():
         with tf.GradientTape() as tape:
             loss = loss_fn(labels, model(images, training=True))
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
-                                      model.trainable_variables))
+            scaled = optimizer.scale_loss(loss) if args.mixed_precision else loss
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
 
     train_step()
@@ -131,7 +153,9 @@ def child(args):
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # Keras' best setting here too
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     seconds, macs = (measure_ours if args.contender == "ours" else measure_keras)(args)
+    import tensorflow as tf
     print(json.dumps({"images_per_second": args.steps * args.batch_size / seconds,
+                      "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "forward_macs": macs}))
 
@@ -139,7 +163,8 @@ def child(args):
 def run_child(args, contender, model):
     command = [sys.executable, os.path.abspath(__file__), "--child", contender, "--models", model,
                "--image_size", str(args.image_size), "--batch_size", str(args.batch_size),
-               "--steps", str(args.steps)] + (["--data_dir", args.data_dir] if args.data_dir else [])
+               "--steps", str(args.steps)] + (["--data_dir", args.data_dir] if args.data_dir else []) \
+        + (["--mixed_precision"] if args.mixed_precision else []) + (["--xla"] if args.xla else [])
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     if result.returncode != 0:
         raise SystemExit(f"{contender} {model} failed:\n{result.stderr[-3000:]}")
@@ -155,6 +180,9 @@ def main():
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement")
     parser.add_argument("--rounds", type=int, default=2, help="turns per contender")
     parser.add_argument("--data_dir", default=None, help="read real TFRecords (ours)")
+    parser.add_argument("--mixed_precision", action="store_true",
+                        help="float16 compute with loss scaling, both contenders (for GPUs)")
+    parser.add_argument("--xla", action="store_true", help="XLA for both contenders (for GPUs)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -165,7 +193,8 @@ def main():
     print(f"FMA peak assumed: {cores} cores x 2 FMA x 8 lanes x 2 flops x {ghz:.2f} GHz "
           f"= {peak:.0f} GFLOP/s; batch {args.batch_size}, {args.image_size} px, "
           f"{args.steps} timed steps x {args.rounds} rounds, "
-          f"input {'TFRecords ' + args.data_dir if args.data_dir else 'synthetic'}")
+          f"input {'TFRecords ' + args.data_dir if args.data_dir else 'synthetic'}"
+          f"{', mixed precision' if args.mixed_precision else ''}{', XLA' if args.xla else ''}")
     for model in args.models.split(","):
         contenders = ["ours"] + (["keras"] if model in KERAS_MODELS else [])
         runs = {c: [] for c in contenders}
@@ -174,9 +203,11 @@ def main():
                 runs[contender].append(run_child(args, contender, model))
         ours = statistics.median(r["images_per_second"] for r in runs["ours"])
         macs = runs["ours"][0]["forward_macs"]
-        share = ours * 3 * 2 * macs / 1e9 / peak
-        print(f"{model}: ours {ours:.2f} img/s ({3 * 2 * macs / 1e9:.1f} GFLOP per image "
-              f"trained, {share:.0%} of FMA peak), peak RSS "
+        device = runs["ours"][0]["device"]
+        share = (f"{ours * 3 * 2 * macs / 1e9 / peak:.0%} of the CPU's FMA peak"
+                 if device == "CPU" else "on the GPU")
+        print(f"{model} on {device}: ours {ours:.2f} img/s ({3 * 2 * macs / 1e9:.1f} GFLOP "
+              f"per image trained, {share}), peak RSS "
               f"{max(r['peak_rss_mb'] for r in runs['ours']):.0f} MB")
         if "keras" in runs:
             keras = statistics.median(r["images_per_second"] for r in runs["keras"])
