@@ -1,0 +1,106 @@
+"""Where a training step's time goes: one traced step of train.py's graph, by op.
+
+    python bench/train_profile.py [--model layer_50] [--image_size 224] [--batch_size 32]
+
+Builds the same training graph as bench/train_speed.py (synthetic input,
+momentum SGD, GATE_NONE, batch norm in training mode, oneDNN on), runs two
+warm-up steps, then one step with a full trace. The session runs one op at a
+time (inter_op_parallelism_threads=1, each op still using every core), so the
+op times add up to the step instead of overlapping.
+
+Prints the time per op type, and for the three convolution passes (forward,
+gradient of the input, gradient of the weights) the multiply-adds they did
+and the GFLOP/s they reached: the figure to compare with the CPU's FMA peak.
+"""
+import argparse
+import collections
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import FlowIO  # noqa: E402,F401  (sets oneDNN on before TensorFlow loads)
+import numpy as np  # noqa: E402
+import resnet  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_slim as slim  # noqa: E402
+
+# Graph op type of each convolution pass (the oneDNN rewrite renames the
+# kernels to _MklNative..., the traced names, but keeps the node names).
+CONV_PASSES = {"Conv2D": "forward", "Conv2DBackpropInput": "gradient of input",
+               "Conv2DBackpropFilter": "gradient of weights"}
+
+
+def conv_macs(op):
+    """Multiply-adds of one convolution pass, the same count for all three."""
+    if op.type == "Conv2D":
+        out, kernel = op.outputs[0].shape.as_list(), op.inputs[1].shape.as_list()
+    elif op.type == "Conv2DBackpropInput":  # inputs: input sizes, filter, output gradient
+        out, kernel = op.inputs[2].shape.as_list(), op.inputs[1].shape.as_list()
+    else:  # Conv2DBackpropFilter: input, filter sizes, output gradient
+        out, kernel = op.inputs[2].shape.as_list(), op.outputs[0].shape.as_list()
+    return out[0] * out[1] * out[2] * kernel[0] * kernel[1] * kernel[2] * kernel[3]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="layer_50")
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--batch_size", type=int, default=32)
+    args = parser.parse_args()
+
+    graph = tf.Graph()
+    with graph.as_default():
+        rng = np.random.default_rng(0)
+        images = tf.constant(rng.normal(size=(args.batch_size, args.image_size,
+                                              args.image_size, 3)).astype(np.float32))
+        labels = tf.constant(rng.integers(0, 10, args.batch_size).astype(np.int32))
+        logits = resnet.build(images, args.model, 10, is_train=True)
+        loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels, logits) \
+            + tf.compat.v1.losses.get_regularization_loss()
+        train_op = slim.learning.create_train_op(
+            loss, tf.compat.v1.train.MomentumOptimizer(0.01, 0.9),
+            global_step=tf.compat.v1.train.get_or_create_global_step(), check_numerics=False,
+            gate_gradients=tf.compat.v1.train.Optimizer.GATE_NONE)
+    config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=1)
+    with tf.compat.v1.Session(graph=graph, config=config) as session:
+        session.run(tf.compat.v1.global_variables_initializer())
+        session.run(train_op)
+        session.run(train_op)
+        metadata = tf.compat.v1.RunMetadata()
+        start = time.perf_counter()
+        session.run(train_op, run_metadata=metadata, options=tf.compat.v1.RunOptions(
+            trace_level=tf.compat.v1.RunOptions.FULL_TRACE))
+        step_seconds = time.perf_counter() - start
+
+    by_type, count = collections.Counter(), collections.Counter()
+    pass_seconds, pass_macs = collections.Counter(), collections.Counter()
+    for device in metadata.step_stats.dev_stats:
+        for node in device.node_stats:
+            seconds = node.all_end_rel_micros / 1e6
+            kernel = node.timeline_label.split(" = ")[1].split("(")[0] \
+                if " = " in node.timeline_label else node.node_name
+            by_type[kernel] += seconds
+            count[kernel] += 1
+            try:
+                op = graph.get_operation_by_name(node.node_name)
+            except KeyError:  # nodes added by the runtime
+                continue
+            if op.type in CONV_PASSES:
+                pass_seconds[CONV_PASSES[op.type]] += seconds
+                pass_macs[CONV_PASSES[op.type]] += conv_macs(op)
+    total = sum(by_type.values())
+    print(f"{args.model}, {args.image_size} px, batch {args.batch_size}: traced step "
+          f"{step_seconds:.2f} s ({args.batch_size / step_seconds:.2f} images/s), "
+          f"ops one at a time, {total:.2f} s of op time")
+    for kernel, seconds in by_type.most_common(12):
+        print(f"  {kernel:40s} {seconds:6.3f} s {seconds / total:6.1%}  ({count[kernel]} ops)")
+    print("convolutions by pass:")
+    for name in CONV_PASSES.values():
+        print(f"  {name:20s} {pass_seconds[name]:6.3f} s, {pass_macs[name] / 1e9:6.1f} G "
+              f"multiply-adds, {2 * pass_macs[name] / pass_seconds[name] / 1e9:5.0f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()
