@@ -14,33 +14,14 @@ and the GFLOP/s they reached: the figure to compare with the CPU's FMA peak.
 """
 import argparse
 import collections
-import os
-import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-import FlowIO  # noqa: E402,F401  (sets oneDNN on before TensorFlow loads)
-import numpy as np  # noqa: E402
-import resnet  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf_slim as slim  # noqa: E402
+from train_speed import build_ours, conv_macs  # bench/ is the script's folder, on sys.path
 
 # Graph op type of each convolution pass (the oneDNN rewrite renames the
 # kernels to _MklNative..., the traced names, but keeps the node names).
 CONV_PASSES = {"Conv2D": "forward", "Conv2DBackpropInput": "gradient of input",
                "Conv2DBackpropFilter": "gradient of weights"}
-
-
-def conv_macs(op):
-    """Multiply-adds of one convolution pass, the same count for all three."""
-    if op.type == "Conv2D":
-        out, kernel = op.outputs[0].shape.as_list(), op.inputs[1].shape.as_list()
-    elif op.type == "Conv2DBackpropInput":  # inputs: input sizes, filter, output gradient
-        out, kernel = op.inputs[2].shape.as_list(), op.inputs[1].shape.as_list()
-    else:  # Conv2DBackpropFilter: input, filter sizes, output gradient
-        out, kernel = op.inputs[2].shape.as_list(), op.outputs[0].shape.as_list()
-    return out[0] * out[1] * out[2] * kernel[0] * kernel[1] * kernel[2] * kernel[3]
 
 
 def main():
@@ -50,19 +31,10 @@ def main():
     parser.add_argument("--batch_size", type=int, default=32)
     args = parser.parse_args()
 
-    graph = tf.Graph()
-    with graph.as_default():
-        rng = np.random.default_rng(0)
-        images = tf.constant(rng.normal(size=(args.batch_size, args.image_size,
-                                              args.image_size, 3)).astype(np.float32))
-        labels = tf.constant(rng.integers(0, 10, args.batch_size).astype(np.int32))
-        logits = resnet.build(images, args.model, 10, is_train=True)
-        loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels, logits) \
-            + tf.compat.v1.losses.get_regularization_loss()
-        train_op = slim.learning.create_train_op(
-            loss, tf.compat.v1.train.MomentumOptimizer(0.01, 0.9),
-            global_step=tf.compat.v1.train.get_or_create_global_step(), check_numerics=False,
-            gate_gradients=tf.compat.v1.train.Optimizer.GATE_NONE)
+    args.data_dir, args.mixed_precision = None, False  # synthetic input, float32
+    graph, train_op = build_ours(args)  # imports TensorFlow after turning oneDNN on
+    import tensorflow as tf
+
     config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=1)
     with tf.compat.v1.Session(graph=graph, config=config) as session:
         session.run(tf.compat.v1.global_variables_initializer())

@@ -51,21 +51,33 @@ def fma_peak_gflops():
     return cores * 2 * 8 * 2 * ghz, cores, ghz
 
 
+def conv_macs(op):
+    """Multiply-adds of a convolution op: the same count for the forward pass
+    (Conv2D) and its two gradients (Conv2DBackpropInput, Conv2DBackpropFilter)."""
+    if op.type == "Conv2D":
+        out, kernel = op.outputs[0].shape.as_list(), op.inputs[1].shape.as_list()
+    elif op.type == "Conv2DBackpropInput":  # inputs: input sizes, filter, output gradient
+        out, kernel = op.inputs[2].shape.as_list(), op.inputs[1].shape.as_list()
+    else:  # Conv2DBackpropFilter: input, filter sizes, output gradient
+        out, kernel = op.inputs[2].shape.as_list(), op.outputs[0].shape.as_list()
+    return out[0] * out[1] * out[2] * kernel[0] * kernel[1] * kernel[2] * kernel[3]
+
+
 def forward_macs(graph):
-    """Multiply-adds of one image's forward pass, from conv and matmul shapes."""
+    """Multiply-adds of a forward pass, from its conv and matmul shapes."""
     total = 0
     for op in graph.get_operations():
-        if op.type in ("Conv2D", "Conv2DBackpropInput"):
-            out = op.outputs[0].shape.as_list()
-            kernel = op.inputs[1].shape.as_list()
-            total += out[1] * out[2] * kernel[0] * kernel[1] * kernel[2] * kernel[3]
+        if op.type == "Conv2D":
+            total += conv_macs(op)
         elif op.type == "MatMul":
             a, b = op.inputs[0].shape.as_list(), op.inputs[1].shape.as_list()
-            total += a[-1] * b[-1]
+            total += a[0] * a[-1] * b[-1]
     return total
 
 
-def measure_ours(args):
+def build_ours(args):
+    """train.py's training graph over synthetic images (or --data_dir's
+    TFRecords): (graph, train_op). bench/train_profile.py times the same one."""
     sys.path.insert(0, REPO)
     import numpy as np
     import FlowIO  # noqa: F401  (sets oneDNN before TensorFlow loads)
@@ -98,6 +110,14 @@ def measure_ours(args):
         train_op = slim.learning.create_train_op(  # as train.py builds it
             loss, optimizer, global_step=step,
             check_numerics=False, gate_gradients=tf.compat.v1.train.Optimizer.GATE_NONE)
+    return graph, train_op
+
+
+def measure_ours(args):
+    graph, train_op = build_ours(args)
+    import resnet
+    import tensorflow as tf
+
     config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
     config.gpu_options.allow_growth = True
     if args.xla:
