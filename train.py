@@ -442,6 +442,16 @@ def _format_duration(seconds):
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def session_config(xla):
+    """The training session's settings (bench/train_speed.py uses them too)."""
+    config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+    config.gpu_options.allow_growth = True  # share a GPU instead of taking all its memory
+    if xla:
+        config.graph_options.optimizer_options.global_jit_level = (
+            tf.compat.v1.OptimizerOptions.ON_1)
+    return config
+
+
 def train(args):
     info = FlowIO.load_dataset_info(args.data_dir)
     config, resuming = resolve_config(args, info, args.model_dir)
@@ -472,12 +482,7 @@ def train(args):
         saver = tf.compat.v1.train.Saver(max_to_keep=args.keep_checkpoints,
                                          save_relative_paths=True)
         best_saver = tf.compat.v1.train.Saver(max_to_keep=1, save_relative_paths=True)
-        session_config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
-        session_config.gpu_options.allow_growth = True
-        if args.xla:
-            session_config.graph_options.optimizer_options.global_jit_level = (
-                tf.compat.v1.OptimizerOptions.ON_1)
-        with tf.compat.v1.Session(config=session_config) as session:
+        with tf.compat.v1.Session(config=session_config(args.xla)) as session:
             session.run(tf.compat.v1.global_variables_initializer())
             restored = restore_newest(session, saver, args.model_dir)
             step = int(session.run(ops["global_step"]))

@@ -117,12 +117,9 @@ def measure_ours(args):
     graph, train_op = build_ours(args)
     import resnet
     import tensorflow as tf
+    import train
 
-    config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
-    config.gpu_options.allow_growth = True
-    if args.xla:
-        config.graph_options.optimizer_options.global_jit_level = (
-            tf.compat.v1.OptimizerOptions.ON_1)
+    config = train.session_config(args.xla)
     with tf.Graph().as_default():  # count the forward pass of one image
         resnet.build(tf.zeros([1, args.image_size, args.image_size, 3]), args.model, 10, False)
         macs = forward_macs(tf.compat.v1.get_default_graph())
