@@ -11,6 +11,8 @@ op times add up to the step instead of overlapping.
 Prints the time per op type, and for the three convolution passes (forward,
 gradient of the input, gradient of the weights) the multiply-adds they did
 and the GFLOP/s they reached: the figure to compare with the CPU's FMA peak.
+The weight gradients that resnet.py computes as matrix products or swapped
+convs (resnet.cpu_weight_gradients) count as weight gradients.
 """
 import argparse
 import collections
@@ -22,6 +24,15 @@ from train_speed import build_ours, conv_macs  # bench/ is the script's folder, 
 # kernels to _MklNative..., the traced names, but keeps the node names).
 CONV_PASSES = {"Conv2D": "forward", "Conv2DBackpropInput": "gradient of input",
                "Conv2DBackpropFilter": "gradient of weights"}
+
+
+
+def weight_gradient_pass(op):
+    """The pass name for the ops resnet.cpu_weight_gradients computes weight
+    gradients with (a MatMul or a swapped Conv2D inside the gradients), else None."""
+    if op.name.startswith("gradients/resnet/") and op.type in ("Conv2D", "MatMul"):
+        return "gradient of weights"
+    return None
 
 
 def main():
@@ -59,7 +70,12 @@ def main():
                 op = graph.get_operation_by_name(node.node_name)
             except KeyError:  # nodes added by the runtime
                 continue
-            if op.type in CONV_PASSES:
+            name = weight_gradient_pass(op)
+            if name:
+                pass_seconds[name] += seconds
+                pass_macs[name] += conv_macs(op) if op.type.startswith("Conv") \
+                    else op.inputs[0].shape.num_elements() * op.outputs[0].shape.as_list()[1]
+            elif op.type in CONV_PASSES:
                 pass_seconds[CONV_PASSES[op.type]] += seconds
                 pass_macs[CONV_PASSES[op.type]] += conv_macs(op)
     total = sum(by_type.values())

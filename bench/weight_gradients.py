@@ -1,0 +1,159 @@
+"""The convs' weight gradients on a CPU: TensorFlow's kernel against resnet.py's
+two other ways of computing them, shape by shape, then a whole training step.
+
+    python bench/weight_gradients.py [--model layer_50] [--image_size 224]
+                                     [--batch_size 32] [--repeats 5] [--step_rounds 4]
+
+1. For every distinct conv shape of the network (stride 1: the strided ones
+   always take TensorFlow's kernel), the median time of its weight gradient
+   three ways: TensorFlow's Conv2DBackpropFilter (oneDNN), a matrix product
+   (1x1 convs), and a forward conv with the batch and channel axes swapped
+   (3x3 convs), with GFLOP/s, how often the shape occurs, and which one
+   resnet.py picks (its MATMUL_1X1_MAX_SIZE and SWAPPED_3X3_MAX_SIZE).
+2. Two training graphs of the same network (train.py's, synthetic input), one
+   with resnet.cpu_weight_gradients and one without, taking turns for
+   --step_rounds rounds in one process: images/s of each and the ratio.
+"""
+import argparse
+import collections
+import contextlib
+import statistics
+import sys
+import time
+
+from train_speed import REPO, build_ours  # bench/ is the script's folder, on sys.path
+
+
+def median_seconds(session, fetch, repeats):
+    session.run(fetch)  # warm-up: oneDNN builds its primitive on the first run
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(fetch)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def conv_shapes(resnet, tf, args):
+    """{(input shape, kernel shape, padding): count} of the stride-1 convs."""
+    shapes = collections.Counter()
+    with tf.Graph().as_default() as graph:
+        images = tf.zeros([args.batch_size, args.image_size, args.image_size, 3])
+        resnet.build(images, args.model, 10, is_train=False)
+        for op in graph.get_operations():
+            if op.type == "Conv2D" and list(op.get_attr("strides")) == [1, 1, 1, 1]:
+                shapes[(tuple(op.inputs[0].shape.as_list()), tuple(op.inputs[1].shape.as_list()),
+                        op.get_attr("padding").decode())] += 1
+    return shapes
+
+
+def compare_shapes(resnet, tf, np, args):
+    print(f"{args.model}, {args.image_size} px, batch {args.batch_size}: weight gradient "
+          f"of each stride-1 conv shape, median of {args.repeats} runs (ms, GFLOP/s)")
+    print(f"{'count':>5}  {'input':>18} {'kernel':>16}  {'tensorflow':>12} {'matmul':>12} "
+          f"{'swapped conv':>12}  resnet.py picks")
+    totals = collections.Counter()
+    for (input_shape, kernel, padding), count in sorted(
+            conv_shapes(resnet, tf, args).items(), key=lambda item: -item[0][0][1]):
+        rng = np.random.default_rng(0)
+        with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+            # Variables, not constants, which TensorFlow would fold before timing.
+            inputs = tf.Variable(rng.normal(size=input_shape).astype(np.float32))
+            output_gradient = tf.Variable(rng.normal(
+                size=input_shape[:3] + (kernel[3],)).astype(np.float32))
+            ways = {"tensorflow": tf.raw_ops.Conv2DBackpropFilter(
+                input=inputs, filter_sizes=list(kernel), out_backprop=output_gradient,
+                strides=[1, 1, 1, 1], padding=padding)}
+            if kernel[:2] == (1, 1):
+                ways["matmul"] = resnet.weight_gradient_as_matmul(inputs, output_gradient,
+                                                                  list(kernel))
+            if kernel[:2] == (3, 3) and padding == "SAME":
+                ways["swapped conv"] = resnet.weight_gradient_as_swapped_conv(inputs,
+                                                                              output_gradient)
+            picked = resnet.conv_weight_gradient(tf.convert_to_tensor(inputs), output_gradient,
+                                                 list(kernel), [1, 1, 1, 1], padding)
+            picked = "tensorflow" if picked is None else \
+                ("matmul" if kernel[:2] == (1, 1) else "swapped conv")
+            session.run(tf.compat.v1.global_variables_initializer())
+            expected = session.run(ways["tensorflow"])
+            flops = 2 * np.prod(input_shape[:3]) * np.prod(kernel)
+            cells = {}
+            for name, fetch in ways.items():
+                error = np.abs(session.run(fetch) - expected).max() / np.abs(expected).max()
+                assert error < 1e-4, f"{name} differs from TensorFlow's gradient by {error}"
+                seconds = median_seconds(session, fetch, args.repeats)
+                cells[name] = f"{seconds * 1e3:5.1f} {flops / seconds / 1e9:4.0f}"
+                if name == "tensorflow":
+                    totals["tensorflow"] += count * seconds
+                if name == picked:
+                    totals["resnet.py"] += count * seconds
+        print(f"{count:5d}  {str(list(input_shape)):>18} {str(list(kernel)):>16}  "
+              f"{cells['tensorflow']:>12} {cells.get('matmul', '-'):>12} "
+              f"{cells.get('swapped conv', '-'):>12}  {picked}")
+    print(f"all stride-1 weight gradients of one step, timed alone: TensorFlow's kernel "
+          f"{totals['tensorflow'] * 1e3:.1f} ms, resnet.py's choice "
+          f"{totals['resnet.py'] * 1e3:.1f} ms")
+
+
+def build_step(resnet, tf, args, faster):
+    """bench/train_speed.py's training graph (train.py's, synthetic input), with
+    or without resnet.cpu_weight_gradients: (session, train_op), warmed up."""
+    original = resnet.cpu_weight_gradients
+    if not faster:  # the reference: TensorFlow's own conv gradients
+        resnet.cpu_weight_gradients = lambda is_train: contextlib.nullcontext()
+    try:
+        graph, train_op = build_ours(argparse.Namespace(
+            data_dir=None, mixed_precision=False, model=args.model,
+            image_size=args.image_size, batch_size=args.batch_size))
+    finally:
+        resnet.cpu_weight_gradients = original
+    session = tf.compat.v1.Session(graph=graph)
+    with graph.as_default():
+        session.run(tf.compat.v1.global_variables_initializer())
+    session.run(train_op)  # warm-up
+    return session, train_op
+
+
+def compare_steps(resnet, tf, args):
+    contenders = {"TensorFlow's gradients": build_step(resnet, tf, args, False),
+                  "resnet.py's": build_step(resnet, tf, args, True)}
+    # About the work of 64 images at 224 px per round, whatever the image size.
+    steps = max(1, round(64 / args.batch_size * (224 / args.image_size) ** 2))
+    speed = {name: [] for name in contenders}
+    for _ in range(args.step_rounds):
+        for name, (session, train_op) in contenders.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                session.run(train_op)
+            speed[name].append(steps * args.batch_size / (time.perf_counter() - start))
+    reference, ours = (statistics.median(speed[name]) for name in contenders)
+    print(f"training step, {args.step_rounds} rounds of {steps} steps taking turns:")
+    for name, median in zip(contenders, (reference, ours)):
+        print(f"  {name:24s} {median:6.1f} images/s (rounds: "
+              f"{', '.join(f'{v:.1f}' for v in speed[name])})")
+    print(f"  ratio {ours / reference:.2f}x")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="layer_50")
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5, help="runs per shape and way")
+    parser.add_argument("--step_rounds", type=int, default=4,
+                        help="turns per training graph (0: shapes only)")
+    args = parser.parse_args()
+    sys.path.insert(0, REPO)
+    import numpy as np
+    import resnet  # sets oneDNN on before TensorFlow loads
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        raise SystemExit("a GPU is visible: resnet.py keeps TensorFlow's gradients there")
+    compare_shapes(resnet, tf, np, args)
+    if args.step_rounds:
+        compare_steps(resnet, tf, args)
+
+
+if __name__ == "__main__":
+    main()
