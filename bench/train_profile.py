@@ -26,7 +26,6 @@ CONV_PASSES = {"Conv2D": "forward", "Conv2DBackpropInput": "gradient of input",
                "Conv2DBackpropFilter": "gradient of weights"}
 
 
-
 def weight_gradient_pass(op):
     """The pass name for the ops resnet.cpu_weight_gradients computes weight
     gradients with (a MatMul or a swapped Conv2D inside the gradients), else None."""

@@ -147,7 +147,6 @@ def test_batch_norm_moving_statistics_update_in_training_and_serve_inference():
                                    atol=1e-4)
 
 
-
 ON_GPU = bool(tf.config.list_physical_devices("GPU"))  # GPUs keep TensorFlow's gradients
 
 
