@@ -283,11 +283,14 @@ def weight_gradient_as_matmul(inputs, output_gradient, kernel_shape):
 def weight_gradient_as_swapped_conv(inputs, output_gradient):
     """A stride-1 'SAME' 3x3 conv's weight gradient:
     dW[i, j, c, o] = sum_{n,h,w} x_padded[n, h+i, w+j, c] * dy[n, h, w, o],
-    which is a 'VALID' conv of x_padded as [c, H+2, W+2, n] with dy as a
+    which is a conv of x as [c, H, W, n], padded by 1 pixel, with dy as a
     [H, W, n, o] filter: [c, 3, 3, o], then transposed to [3, 3, c, o]."""
-    padded = tf.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]])
-    swapped = tf.nn.conv2d(tf.transpose(padded, [3, 1, 2, 0]),
-                           tf.transpose(output_gradient, [1, 2, 0, 3]), 1, "VALID")
+    # Copy x only once dy exists: without the dependency TensorFlow may make
+    # these copies during the forward pass and hold them until backprop.
+    with tf.control_dependencies([output_gradient]):
+        swapped_inputs = tf.transpose(inputs, [3, 1, 2, 0])
+    swapped = tf.nn.conv2d(swapped_inputs, tf.transpose(output_gradient, [1, 2, 0, 3]), 1,
+                           padding=[[0, 0], [1, 1], [1, 1], [0, 0]])
     return tf.transpose(swapped, [1, 2, 0, 3])
 
 
