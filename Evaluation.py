@@ -26,10 +26,17 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-import FlowIO
-import resnet
-import train
+import cli
+
+if __name__ == "__main__":
+    cli.configure_environment()  # before TensorFlow is imported below
+
 import tensorflow as tf
+
+import FlowIO
+import imagefile
+import modeldir
+from cli import UserError
 
 
 def parse_args(argv=None):
@@ -68,11 +75,11 @@ def choose_checkpoints(model_dir, choice):
     """--checkpoint: a prefix, 'best', None (the newest) or 'all' (every
     checkpoint in model_dir, oldest first, then best/'s)."""
     if choice != "all":
-        return [train.resolve_checkpoint(model_dir, choice)]
-    chosen = (train.list_checkpoints(model_dir)[::-1]
-              + train.list_checkpoints(os.path.join(model_dir, train.BEST_DIR)))
+        return [modeldir.resolve_checkpoint(model_dir, choice)]
+    chosen = (modeldir.list_checkpoints(model_dir)[::-1]
+              + modeldir.list_checkpoints(os.path.join(model_dir, modeldir.BEST_DIR)))
     if not chosen:
-        raise FlowIO.UserError(f"no checkpoint in {model_dir}: run train.py first")
+        raise UserError(f"no checkpoint in {model_dir}: run train.py first")
     return chosen
 
 
@@ -85,11 +92,10 @@ def predict_split(manifest, checkpoint, data_dir, split, batch_size):
                                           training=False)
             images, labels, filenames = \
                 tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
-        logits = resnet.build(images, manifest["model"], manifest["num_classes"], is_train=False,
-                              shortcut=manifest.get("shortcut", "A"))
+        logits = modeldir.build_network(images, manifest, is_train=False)
         probabilities = tf.nn.softmax(logits)
         with tf.compat.v1.Session() as session:
-            tf.compat.v1.train.Saver().restore(session, checkpoint)
+            modeldir.restore(session, checkpoint)
             outputs = {"probabilities": [], "labels": [], "filenames": []}
             while True:
                 try:
@@ -227,7 +233,7 @@ def convert_image_dir(image_dir, records_dir, manifest, args):
     accuracy would be silently wrong.
     """
     if not os.path.isdir(image_dir):
-        raise FlowIO.UserError(f"--image_dir {image_dir} is not a folder: put one sub-folder "
+        raise UserError(f"--image_dir {image_dir} is not a folder: put one sub-folder "
                                f"of images per class there")
     labels = manifest["labels"]
     folders = list(FlowIO.find_images(image_dir)[0])
@@ -236,7 +242,7 @@ def convert_image_dir(image_dir, records_dir, manifest, args):
     if unknown or missing:
         problems = ([f"not classes of the model: {_some(unknown)}"] if unknown else []) + \
                    ([f"missing: {_some(missing)}"] if missing else [])
-        raise FlowIO.UserError(
+        raise UserError(
             f"--image_dir {image_dir} has class folders that do not match the model in "
             f"{args.model_dir} ({'; '.join(problems)}); use one folder per class of "
             f"{os.path.join(args.model_dir, FlowIO.LABELS_FILE)}")
@@ -250,7 +256,7 @@ def convert_image_dir(image_dir, records_dir, manifest, args):
             print(f"  {entry['path']}: {entry['reason']}", file=out)
     if info["classes"] != labels:
         empty = [name for name in labels if name not in info["classes"]]
-        raise FlowIO.UserError(f"--image_dir {image_dir}: class folder(s) {_some(empty)} "
+        raise UserError(f"--image_dir {image_dir}: class folder(s) {_some(empty)} "
                                f"have no usable image; the model needs all its classes")
     return info["skipped"]
 
@@ -258,14 +264,14 @@ def convert_image_dir(image_dir, records_dir, manifest, args):
 def evaluate(manifest, checkpoint, args):
     info = FlowIO.load_dataset_info(args.data_dir)
     if info["classes"] != manifest["labels"]:
-        raise FlowIO.UserError(
+        raise UserError(
             f"{args.data_dir} has classes {info['classes']} but the model in {args.model_dir} "
             f"was trained on {manifest['labels']}; evaluate on data with the same class folders")
     probabilities, labels, filenames = predict_split(manifest, checkpoint, args.data_dir,
                                                      args.split, args.batch_size)
     expected = info["num_examples"][args.split]
     if len(labels) != expected:
-        raise FlowIO.UserError(f"read {len(labels)} {args.split} records from {args.data_dir} "
+        raise UserError(f"read {len(labels)} {args.split} records from {args.data_dir} "
                                f"but dataset.json lists {expected}: a shard is damaged; "
                                f"re-run FlowIO.py")
     if args.image_dir is not None:
@@ -273,7 +279,7 @@ def evaluate(manifest, checkpoint, args):
         filenames = [os.path.join(args.image_dir, name) for name in filenames]
     metrics = compute_metrics(probabilities, labels, manifest["labels"])
     metrics["checkpoint"] = checkpoint
-    metrics["step"] = train.checkpoint_step(checkpoint)
+    metrics["step"] = modeldir.checkpoint_step(checkpoint)
     return metrics, misclassified_rows(probabilities, labels, filenames, manifest["labels"])
 
 
@@ -294,7 +300,7 @@ def write_outputs(metrics, misclassified, class_names, output_dir):
 
 def main():
     args = parse_args()
-    manifest = train.load_manifest(args.model_dir)
+    manifest = modeldir.load_manifest(args.model_dir)
     checkpoints = choose_checkpoints(args.model_dir, args.checkpoint)
     if args.image_dir is None:
         return report(args, manifest, checkpoints, {})
@@ -340,4 +346,4 @@ def report(args, manifest, checkpoints, extra):
 
 
 if __name__ == "__main__":
-    FlowIO.run_main(main)
+    cli.run_main(main)

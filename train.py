@@ -17,7 +17,6 @@ a checkpoint and exits cleanly. --model_dir ends up self-describing:
 so Evaluation.py and useModel.py need nothing but --model_dir.
 """
 import argparse
-import json
 import math
 import os
 import re
@@ -28,89 +27,22 @@ import time
 
 import numpy as np
 
-import FlowIO  # sets TensorFlow's environment before it is imported
-import resnet
+import cli
+
+if __name__ == "__main__":
+    cli.configure_environment()  # before TensorFlow is imported below
+
 import tensorflow as tf
 import tf_slim as slim
 
-MANIFEST_FILE = "model.json"
-CHECKPOINT_PREFIX = "model.ckpt"
-BEST_DIR = "best"
-BEST_FILE = "best.json"
+import FlowIO
+import cpu_gradients
+import hardware
+import modeldir
+import resnet
+from cli import UserError
+
 DEFAULT_MODEL = "layer_14"
-
-
-# ---------------------------------------------------------------------------
-# The self-describing model directory (also read by Evaluation.py, useModel.py)
-# ---------------------------------------------------------------------------
-def load_manifest(model_dir):
-    """model.json plus "labels" read from labels.txt; a clear error if absent."""
-    path = os.path.join(model_dir, MANIFEST_FILE)
-    if not os.path.exists(path):
-        raise FlowIO.UserError(f"{path} not found: train a model into {model_dir} with "
-                               f"'python train.py --model_dir {model_dir}' first")
-    with open(path, encoding="utf-8") as f:
-        manifest = json.load(f)
-    manifest["labels"] = FlowIO.read_labels(os.path.join(model_dir, FlowIO.LABELS_FILE))
-    return manifest
-
-
-def list_checkpoints(folder):
-    """Checkpoint prefixes in folder, newest step first.
-
-    Found by their .index files rather than through the 'checkpoint' state
-    file, which a kill can garble (TensorFlow's latest_checkpoint then
-    returns None and training would silently restart from step 0).
-    """
-    if not os.path.isdir(folder):
-        return []
-    steps = []
-    for name in os.listdir(folder):
-        match = re.fullmatch(re.escape(CHECKPOINT_PREFIX) + r"-(\d+)\.index", name)
-        if match:
-            steps.append(int(match.group(1)))
-    return [os.path.join(folder, f"{CHECKPOINT_PREFIX}-{step}") for step in sorted(steps, reverse=True)]
-
-
-def restore_newest(session, saver, folder):
-    """Restores the newest readable checkpoint in folder; returns its path or None.
-
-    An unreadable checkpoint is skipped with a warning naming it; if there are
-    checkpoints but none can be read, that is an error, never a fresh start.
-    """
-    candidates = list_checkpoints(folder)
-    for path in candidates:
-        try:
-            saver.restore(session, path)
-            return path
-        except (tf.errors.OpError, ValueError) as error:
-            reason = getattr(error, "message", str(error)).splitlines()[0]
-            print(f"warning: checkpoint {path} is unreadable ({reason}); "
-                  f"trying the previous one", file=sys.stderr)
-    if candidates:
-        raise FlowIO.UserError(f"no checkpoint in {folder} can be read; move the folder "
-                               f"away to start afresh")
-    return None
-
-
-def resolve_checkpoint(model_dir, checkpoint=None):
-    """None -> the newest checkpoint in model_dir, "best" -> the one in best/,
-    anything else is taken as a checkpoint prefix."""
-    if checkpoint in (None, "best"):
-        folder = os.path.join(model_dir, BEST_DIR) if checkpoint else model_dir
-        found = list_checkpoints(folder)
-        if not found:
-            raise FlowIO.UserError(f"no checkpoint in {folder}: run train.py first")
-        return found[0]
-    if not os.path.exists(checkpoint + ".index"):
-        raise FlowIO.UserError(f"--checkpoint {checkpoint}: no {checkpoint}.index; give a "
-                               f"prefix such as {model_dir}/{CHECKPOINT_PREFIX}-1000 "
-                               f"or 'best'")
-    return checkpoint
-
-
-def checkpoint_step(path):
-    return int(path.rsplit("-", 1)[1])
 
 
 # ---------------------------------------------------------------------------
@@ -216,9 +148,9 @@ def resolve_config(args, info, model_dir):
               "shortcut": args.shortcut or "A",
               "image_size": args.image_size or default_image_size(info),
               "labels": info["classes"]}
-    if not list_checkpoints(model_dir):
+    if not modeldir.list_checkpoints(model_dir):
         return config, False
-    manifest = load_manifest(model_dir)
+    manifest = modeldir.load_manifest(model_dir)
     config = {"model": args.model or manifest["model"],
               "shortcut": args.shortcut or manifest.get("shortcut", "A"),
               "image_size": args.image_size or manifest["image_size"],
@@ -229,7 +161,7 @@ def resolve_config(args, info, model_dir):
             was, now = manifest[key], config[key]
             if key == "labels":
                 was, now = f"{len(was)} classes {was}", f"{len(now)} classes {now}"
-            raise FlowIO.UserError(
+            raise UserError(
                 f"{model_dir} holds a model trained with {flag} = {was}, but this run has "
                 f"{now}. Either train into a new --model_dir, or start a new --model_dir "
                 f"from those weights with --init_checkpoint (fine-tuning).")
@@ -237,7 +169,7 @@ def resolve_config(args, info, model_dir):
 
 
 def write_manifest(model_dir, config, info, args):
-    os.makedirs(model_dir, exist_ok=True)
+    """model.json: what Evaluation.py and useModel.py rebuild the model from."""
     manifest = {
         "model": config["model"],
         "num_classes": len(config["labels"]),
@@ -251,12 +183,7 @@ def write_manifest(model_dir, config, info, args):
         "tensorflow": tf.__version__,
         "training": {k: v for k, v in vars(args).items() if k not in ("data_dir", "model_dir")},
     }
-    tmp = os.path.join(model_dir, MANIFEST_FILE + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1, ensure_ascii=False)
-    os.replace(tmp, os.path.join(model_dir, MANIFEST_FILE))
-    with open(os.path.join(model_dir, FlowIO.LABELS_FILE), "w", encoding="utf-8") as f:
-        f.writelines(f"{i}:{name}\n" for i, name in enumerate(config["labels"]))
+    modeldir.write_manifest(model_dir, manifest, config["labels"])
 
 
 # ---------------------------------------------------------------------------
@@ -294,9 +221,10 @@ def build_training_graph(args, config, info, steps_per_epoch, total_steps):
                                       args.batch_size, training=True, seed=args.seed)
         images, labels, _ = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
     global_step = tf.compat.v1.train.get_or_create_global_step()
-    logits = resnet.build(images, config["model"], num_classes, is_train=True,
-                          weight_decay=args.weight_decay, shortcut=config["shortcut"],
-                          mixed_precision=args.mixed_precision)
+    with cpu_gradients.faster_weight_gradients():
+        logits = modeldir.build_network(images, config, is_train=True,
+                                        weight_decay=args.weight_decay,
+                                        mixed_precision=args.mixed_precision)
     weights = tf.gather(tf.constant(class_weight_vector(args, info, config["labels"])), labels)
     cross_entropy = tf.compat.v1.losses.softmax_cross_entropy(
         tf.one_hot(labels, num_classes), logits, weights=weights,
@@ -339,7 +267,7 @@ def _trainable_variables(args):
         return variables
     chosen = [v for v in variables if any(v.op.name.startswith(s) for s in scopes)]
     if not chosen:
-        raise FlowIO.UserError(f"--trainable_scopes {args.trainable_scopes} matches no variable; "
+        raise UserError(f"--trainable_scopes {args.trainable_scopes} matches no variable; "
                                f"scopes look like resnet/block4,resnet/logits")
     return chosen
 
@@ -353,14 +281,14 @@ def warm_start(session, path, exclude_scopes):
     --shortcut B every other part of the name and shape is the same.
     """
     if os.path.isdir(path):
-        found = list_checkpoints(path)
+        found = modeldir.list_checkpoints(path)
         if not found:
-            raise FlowIO.UserError(f"--init_checkpoint {path} holds no checkpoint")
+            raise UserError(f"--init_checkpoint {path} holds no checkpoint")
         path = found[0]
     try:
         shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
     except (tf.errors.OpError, ValueError) as error:
-        raise FlowIO.UserError(f"--init_checkpoint {path} cannot be read "
+        raise UserError(f"--init_checkpoint {path} cannot be read "
                                f"({getattr(error, 'message', error)})")
     slim_roots = {name.split("/")[0] for name in shapes if re.match(r"resnet_v1_\d+/", name)}
     root = slim_roots.pop() if len(slim_roots) == 1 else "resnet"
@@ -378,7 +306,7 @@ def warm_start(session, path, exclude_scopes):
         else:
             skipped.append(name)
     if not restore:
-        raise FlowIO.UserError(f"--init_checkpoint {path} has none of this network's variables")
+        raise UserError(f"--init_checkpoint {path} has none of this network's variables")
     tf.compat.v1.train.Saver(restore).restore(session, path)
     print(f"initialised {len(restore)} variables from {path}; left at their initial values: "
           f"{len(left_out)} excluded by --exclude_scopes, {len(skipped)} not in it or of "
@@ -393,8 +321,7 @@ def build_validation_graph(args, config):
         iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
         images, labels, _ = iterator.get_next()
     with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True):
-        logits = resnet.build(images, config["model"], len(config["labels"]), is_train=False,
-                              shortcut=config["shortcut"])
+        logits = modeldir.build_network(images, config, is_train=False)
     correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
                                              labels), tf.int32))
     return {"init": iterator.initializer, "correct": correct, "count": tf.size(labels)}
@@ -442,22 +369,12 @@ def _format_duration(seconds):
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def session_config(xla):
-    """The training session's settings (bench/train_speed.py uses them too)."""
-    config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
-    config.gpu_options.allow_growth = True  # share a GPU instead of taking all its memory
-    if xla:
-        config.graph_options.optimizer_options.global_jit_level = (
-            tf.compat.v1.OptimizerOptions.ON_1)
-    return config
-
-
 def train(args):
     info = FlowIO.load_dataset_info(args.data_dir)
     config, resuming = resolve_config(args, info, args.model_dir)
     num_train = info["num_examples"]["train"]
     if num_train == 0:
-        raise FlowIO.UserError(f"{args.data_dir} has no training images; re-run FlowIO.py")
+        raise UserError(f"{args.data_dir} has no training images; re-run FlowIO.py")
     steps_per_epoch = max(1, num_train // args.batch_size)
     total_steps = max(1, round(args.epochs * steps_per_epoch))
     save_every = args.save_every_steps or steps_per_epoch
@@ -482,13 +399,13 @@ def train(args):
         saver = tf.compat.v1.train.Saver(max_to_keep=args.keep_checkpoints,
                                          save_relative_paths=True)
         best_saver = tf.compat.v1.train.Saver(max_to_keep=1, save_relative_paths=True)
-        with tf.compat.v1.Session(config=session_config(args.xla)) as session:
+        with tf.compat.v1.Session(config=hardware.session_config(args.xla)) as session:
             session.run(tf.compat.v1.global_variables_initializer())
-            restored = restore_newest(session, saver, args.model_dir)
+            restored = modeldir.restore_newest(session, saver, args.model_dir)
             step = int(session.run(ops["global_step"]))
             if restored:
                 print(f"resuming from {restored} (step {step})")
-                saver.recover_last_checkpoints(list_checkpoints(args.model_dir)[::-1])
+                saver.recover_last_checkpoints(modeldir.list_checkpoints(args.model_dir)[::-1])
             elif args.init_checkpoint:
                 warm_start(session, args.init_checkpoint, args.exclude_scopes)
             if step >= total_steps:
@@ -503,36 +420,11 @@ def train(args):
                 writer.close()
 
 
-def _save(session, saver, folder, step):
-    """Saves a checkpoint; a full disk or a read-only folder is a clear error.
-
-    The Saver writes to temporary files and renames them when complete, and
-    only then drops the oldest checkpoint, so a failed or killed save leaves
-    the previous checkpoints intact.
-    """
-    try:
-        return saver.save(session, os.path.join(folder, CHECKPOINT_PREFIX), global_step=step,
-                          write_meta_graph=False)
-    except (tf.errors.OpError, OSError) as error:
-        reason = getattr(error, "message", None) or getattr(error, "strerror", None) or error
-        raise FlowIO.UserError(f"cannot save a checkpoint in {folder} ({str(reason).splitlines()[0]}): "
-                               f"free some space or fix its permissions, then run train.py "
-                               f"again to resume from the previous checkpoint")
-
-
-def _load_best(model_dir):
-    path = os.path.join(model_dir, BEST_DIR, BEST_FILE)
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    return {"step": None, "validation_top1": -1.0}
-
-
 def _loop(args, session, ops, validation, saver, best_saver, writer, step,
           steps_per_epoch, total_steps, save_every, eval_every):
     stop = StopRequest()
     tty = sys.stdout.isatty()
-    best = _load_best(args.model_dir)
+    best = modeldir.load_best(args.model_dir)
     fetches = [ops["train_op"], ops["loss"], ops["accuracy"], ops["learning_rate"],
                ops["global_step"]]
     window_start, window_steps, window_acc = time.time(), 0, 0.0
@@ -567,24 +459,20 @@ def _loop(args, session, ops, validation, saver, best_saver, writer, step,
                                     "learning_rate": lr, "images_per_second": rate})
             window_start, window_steps, window_acc = now, 0, 0.0
         if step % save_every == 0 or time.time() - last_save_time > args.save_every_secs:
-            _save(session, saver, args.model_dir, step)
+            modeldir.save_checkpoint(session, saver, args.model_dir, step)
             last_save_time = time.time()
         if validation is not None and (step % eval_every == 0 or step == total_steps):
             top1 = validation_accuracy(session, validation)
             _summary(writer, step, {"validation_top1": top1})
             marker = ""
             if top1 > best["validation_top1"]:
-                best = {"step": step, "validation_top1": float(top1)}
-                best_dir = os.path.join(args.model_dir, BEST_DIR)
-                _save(session, best_saver, best_dir, step)
-                with open(os.path.join(best_dir, BEST_FILE), "w", encoding="utf-8") as f:
-                    json.dump(best, f)
+                best = modeldir.save_best(session, best_saver, args.model_dir, step, top1)
                 marker = " (best so far, saved to best/)"
             print(("\n" if tty else "") + f"validation top-1 at step {step}: {top1:.4f}{marker}",
                   flush=True)
     if tty:
         print()
-    path = _save(session, saver, args.model_dir, step)
+    path = modeldir.save_checkpoint(session, saver, args.model_dir, step)
     if stop.signal_name:
         print(f"stopped by {stop.signal_name} at step {step}; saved {path}. "
               f"Run train.py again to continue.")
@@ -592,7 +480,7 @@ def _loop(args, session, ops, validation, saver, best_saver, writer, step,
         print(f"finished: step {step}, loss {loss:.4f}; saved {path}")
         if best["step"] is not None:
             print(f"best validation top-1 {best['validation_top1']:.4f} at step {best['step']} "
-                  f"(in {os.path.join(args.model_dir, BEST_DIR)})")
+                  f"(in {os.path.join(args.model_dir, modeldir.BEST_DIR)})")
     return 0
 
 
@@ -604,4 +492,4 @@ def main():
 
 
 if __name__ == "__main__":
-    FlowIO.run_main(main)
+    cli.run_main(main)

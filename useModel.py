@@ -27,7 +27,7 @@ layout TensorFlow Serving watches). Its "serving_default" signature takes
 WebP), and returns, for each image, every class most probable first:
 `classes` [batch, num_classes] (names), `probabilities` [batch, num_classes]
 and `class_ids` [batch, num_classes] (indices into labels.txt). The graph
-is built from code (resnet.build + FlowIO.preprocess_for_eval) and only the
+is built from code (modeldir.build_network + FlowIO.preprocess_for_eval) and only the
 checkpoint's variables are read. TensorFlow's decoders ignore EXIF, so
 clients must send upright images (useModel.py and FlowIO.py rotate by EXIF).
 
@@ -48,20 +48,27 @@ import tempfile
 
 import numpy as np
 
-import FlowIO
-import resnet
-import train
+import cli
+
+if __name__ == "__main__":
+    cli.configure_environment()  # before TensorFlow is imported below
+
 import tensorflow as tf
+
+import FlowIO
+import imagefile
+import modeldir
+from cli import UserError
 
 
 class Classifier:
     """A trained model loaded once: predict() classifies lists of image files."""
 
     def __init__(self, model_dir="models", checkpoint=None, batch_size=32):
-        self.manifest = train.load_manifest(model_dir)
+        self.manifest = modeldir.load_manifest(model_dir)
         self.labels = self.manifest["labels"]
         self.batch_size = batch_size
-        self.checkpoint = train.resolve_checkpoint(model_dir, checkpoint)
+        self.checkpoint = modeldir.resolve_checkpoint(model_dir, checkpoint)
         self._graph = tf.Graph()
         with self._graph.as_default():
             # The input is encoded JPEG bytes, as FlowIO stores them; the graph
@@ -73,7 +80,7 @@ class Classifier:
                                fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
             self._probabilities = network_probabilities(images, self.manifest)
             self._session = tf.compat.v1.Session(graph=self._graph)
-            tf.compat.v1.train.Saver().restore(self._session, self.checkpoint)
+            modeldir.restore(self._session, self.checkpoint)
 
     def probabilities(self, encoded_images):
         """[len(encoded_images), num_classes] for JPEG bytes from encode_image_file."""
@@ -89,9 +96,9 @@ class Classifier:
             batch, encoded = [], []
             for result in results[start:start + self.batch_size]:
                 try:
-                    encoded.append(FlowIO.encode_image_file(result["path"], max_side)[0])
+                    encoded.append(imagefile.encode_image_file(result["path"], max_side)[0])
                     batch.append(result)
-                except FlowIO.BadImage as error:
+                except imagefile.BadImage as error:
                     result["error"] = str(error)
             if not encoded:
                 continue
@@ -117,8 +124,7 @@ def _plain(fn):
 
 def network_probabilities(images, manifest):
     """Softmax of the eval-mode network on preprocessed images [N, size, size, 3]."""
-    logits = resnet.build(images, manifest["model"], len(manifest["labels"]), is_train=False,
-                          shortcut=manifest.get("shortcut", "A"))
+    logits = modeldir.build_network(images, manifest, is_train=False)
     return tf.nn.softmax(logits, name="probabilities")
 
 
@@ -162,7 +168,7 @@ def serving_preprocess(encoded, image_size):
         alpha = tf.cond(tf.equal(channels % 2, 0), lambda: image[:, :, -1:],
                         lambda: tf.fill(tf.shape(image[:, :, :1]), tf.constant(255, tf.uint8)))
         alpha = tf.cast(alpha, tf.float32) / 255.0
-        background = tf.constant(FlowIO.BACKGROUND, tf.float32)
+        background = tf.constant(imagefile.BACKGROUND, tf.float32)
         blended = tf.cast(colour, tf.float32) * alpha + background * (1.0 - alpha)
         return tf.cast(tf.round(blended), tf.uint8)
 
@@ -171,7 +177,7 @@ def serving_preprocess(encoded, image_size):
 
     def as_jpeg():
         rgb = tf.cond(may_have_alpha, on_white, opaque)
-        return tf.io.encode_jpeg(rgb, quality=FlowIO.JPEG_QUALITY, chroma_downsampling=False)
+        return tf.io.encode_jpeg(rgb, quality=imagefile.JPEG_QUALITY, chroma_downsampling=False)
 
     jpeg = tf.cond(is_jpeg, lambda: encoded, as_jpeg)
     return FlowIO.preprocess_for_eval(jpeg, image_size)
@@ -199,14 +205,14 @@ def _next_version(export_dir):
 def export_saved_model(model_dir, export_dir, checkpoint=None):
     """Writes a SavedModel of the checkpoint to export_dir/<next version>;
     returns (its path, the checkpoint)."""
-    manifest = train.load_manifest(model_dir)
-    checkpoint = train.resolve_checkpoint(model_dir, checkpoint)
+    manifest = modeldir.load_manifest(model_dir)
+    checkpoint = modeldir.resolve_checkpoint(model_dir, checkpoint)
     size = manifest["image_size"]
     try:
         os.makedirs(export_dir, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".export-", dir=export_dir)
     except OSError as error:
-        raise FlowIO.UserError(f"--export {export_dir}: cannot write there "
+        raise UserError(f"--export {export_dir}: cannot write there "
                                f"({error.strerror or error})")
     try:
         graph = tf.Graph()
@@ -221,7 +227,7 @@ def export_saved_model(model_dir, export_dir, checkpoint=None):
             names = tf.gather(tf.constant(manifest["labels"]), top.indices)
             # Only the variables of the graph built above are read from the
             # checkpoint; nothing of a stored graph is imported.
-            tf.compat.v1.train.Saver().restore(session, checkpoint)
+            modeldir.restore(session, checkpoint)
             signature = tf.compat.v1.saved_model.predict_signature_def(
                 inputs={SERVING_INPUT: encoded},
                 outputs={"classes": names, "probabilities": top.values,
@@ -249,7 +255,7 @@ def export_saved_model(model_dir, export_dir, checkpoint=None):
 
 
 def tflite_pixels(encoded_images, image_size):
-    """JPEG bytes (from FlowIO.encode_image_file) -> the TFLite model's input:
+    """JPEG bytes (from imagefile.encode_image_file) -> the TFLite model's input:
     float32 RGB 0..255 [N, image_size, image_size, 3], resized and cropped as
     FlowIO.preprocess_for_eval does (the model normalises them itself)."""
     images = [FlowIO.preprocess_for_eval(e, image_size) for e in encoded_images]
@@ -267,15 +273,15 @@ def export_tflite(model_dir, path, checkpoint=None):
     decoder anyway. Normalisation is inside the model, so a client only
     resizes and crops.
     """
-    manifest = train.load_manifest(model_dir)
-    checkpoint = train.resolve_checkpoint(model_dir, checkpoint)
+    manifest = modeldir.load_manifest(model_dir)
+    checkpoint = modeldir.resolve_checkpoint(model_dir, checkpoint)
     size = manifest["image_size"]
     graph = tf.Graph()
     with _quiet_tf1_notices():
         with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
             pixels = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3], name="pixels")
             probabilities = network_probabilities(FlowIO.normalize(pixels), manifest)
-            tf.compat.v1.train.Saver().restore(session, checkpoint)
+            modeldir.restore(session, checkpoint)
             frozen = tf.compat.v1.graph_util.convert_variables_to_constants(
                 session, graph.as_graph_def(), [probabilities.op.name])
         # Converted from the frozen graph in a session without variables: from
@@ -298,7 +304,7 @@ def export_tflite(model_dir, path, checkpoint=None):
                 f.write(data)
             os.replace(target + ".tmp", target)
     except OSError as error:
-        raise FlowIO.UserError(f"--export_tflite {path}: cannot write ({error.strerror or error})")
+        raise UserError(f"--export_tflite {path}: cannot write ({error.strerror or error})")
     return path, labels_path, checkpoint
 
 
@@ -382,4 +388,4 @@ def main():
 
 
 if __name__ == "__main__":
-    FlowIO.run_main(main)
+    cli.run_main(main)

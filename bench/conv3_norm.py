@@ -16,6 +16,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import cli
+
+cli.configure_environment()  # before TensorFlow loads
+
 import numpy as np
 import tensorflow as tf
 import tf_slim as slim

@@ -47,7 +47,11 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import numpy as np  # noqa: E402
 import photos  # noqa: E402
-import FlowIO  # noqa: E402  (sets TensorFlow's environment before importing it)
+import cli  # noqa: E402
+
+cli.configure_environment()  # before TensorFlow loads
+
+import FlowIO  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 

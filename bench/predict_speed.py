@@ -13,10 +13,10 @@ Set-up (cached in --workdir, not timed):
            noise, quality 90), one folder.
   ours     a layer_50 model at 224 px with 1000 classes, random initialisation,
            written in train.py's format (model.json + labels.txt from
-           train.write_manifest, a tf.compat.v1.train.Saver checkpoint
+           modeldir.write_manifest, a tf.compat.v1.train.Saver checkpoint
            model.ckpt-0 with relative paths), loaded with
            useModel.Classifier(model_dir, batch_size). Per image it checks the
-           file with Pillow (FlowIO.encode_image_file: decode, EXIF, colour
+           file with Pillow (imagefile.encode_image_file: decode, EXIF, colour
            mode; a plain JPEG is passed on byte for byte), then the graph
            decodes, resizes the shorter side to 256 (antialiased) and
            centre-crops 224 (FlowIO.preprocess_for_eval).
@@ -52,11 +52,15 @@ sys.path.insert(0, REPO)
 import numpy as np
 from PIL import Image
 
-import FlowIO  # sets TensorFlow's environment before it is imported
-import resnet
-import train
-import useModel
+import cli
+
+cli.configure_environment()  # before TensorFlow loads
+
 import tensorflow as tf
+
+import modeldir
+import resnet
+import useModel
 
 SIZE = 224
 
@@ -81,25 +85,23 @@ def make_images(folder, count, seed=0):
 
 def write_model_dir(model_dir, model, image_size, num_classes):
     """A randomly initialised model folder in train.py's format; kept if there."""
-    if os.path.exists(os.path.join(model_dir, train.MANIFEST_FILE)) and \
-            train.list_checkpoints(model_dir):
+    if os.path.exists(os.path.join(model_dir, modeldir.MANIFEST_FILE)) and \
+            modeldir.list_checkpoints(model_dir):
         return model_dir
     labels = [f"class_{i:04d}" for i in range(num_classes)]
-    args = train.parse_args(["--model", model, "--image_size", str(image_size),
-                             "--data_dir", model_dir, "--seed", "0"])
-    info = {"options": {"max_side": None}, "fingerprint": "random initialisation (bench)",
-            "num_examples": {"train": 0, "validation": 0}}
-    train.write_manifest(model_dir, {"model": model, "image_size": image_size,
-                                     "shortcut": "A", "labels": labels}, info, args)
+    modeldir.write_manifest(model_dir, {
+        "model": model, "num_classes": num_classes, "image_size": image_size,
+        "shortcut": "A", "preprocessing": {"max_side": None},
+        "data": {"fingerprint": "random initialisation (bench)"}}, labels)
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         tf.compat.v1.set_random_seed(0)
         images = tf.compat.v1.placeholder(tf.float32, [None, image_size, image_size, 3])
         resnet.build(images, model, num_classes, is_train=False)
         tf.compat.v1.train.get_or_create_global_step()
         session.run(tf.compat.v1.global_variables_initializer())
-        # As train._save writes it: relative paths, no meta graph.
+        # As modeldir.save_checkpoint writes it: relative paths, no meta graph.
         tf.compat.v1.train.Saver(save_relative_paths=True).save(
-            session, os.path.join(model_dir, train.CHECKPOINT_PREFIX), global_step=0,
+            session, os.path.join(model_dir, modeldir.CHECKPOINT_PREFIX), global_step=0,
             write_meta_graph=False)
     return model_dir
 

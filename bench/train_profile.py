@@ -11,8 +11,8 @@ op times add up to the step instead of overlapping.
 Prints the time per op type, and for the three convolution passes (forward,
 gradient of the input, gradient of the weights) the multiply-adds they did
 and the GFLOP/s they reached: the figure to compare with the CPU's FMA peak.
-The weight gradients that resnet.py computes as matrix products or swapped
-convs (resnet.cpu_weight_gradients) count as weight gradients.
+The weight gradients that cpu_gradients.py computes as matrix products or
+swapped convs count as weight gradients.
 """
 import argparse
 import collections
@@ -27,7 +27,7 @@ CONV_PASSES = {"Conv2D": "forward", "Conv2DBackpropInput": "gradient of input",
 
 
 def weight_gradient_pass(op):
-    """The pass name for the ops resnet.cpu_weight_gradients computes weight
+    """The pass name for the ops cpu_gradients.py computes weight
     gradients with (a MatMul or a swapped Conv2D inside the gradients), else None."""
     if op.name.startswith("gradients/resnet/") and op.type in ("Conv2D", "MatMul"):
         return "gradient of weights"

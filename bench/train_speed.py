@@ -25,6 +25,7 @@ and the fraction of the CPU's FMA peak, counting a training step as 3x the
 forward multiply-adds (counted from the graph's conv and matmul shapes).
 """
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -75,12 +76,16 @@ def forward_macs(graph):
     return total
 
 
-def build_ours(args):
+def build_ours(args, faster_weight_gradients=True):
     """train.py's training graph over synthetic images (or --data_dir's
-    TFRecords): (graph, train_op). bench/train_profile.py times the same one."""
+    TFRecords): (graph, train_op). bench/train_profile.py times the same one;
+    bench/weight_gradients.py also builds it without the CPU weight gradients."""
     sys.path.insert(0, REPO)
     import numpy as np
-    import FlowIO  # noqa: F401  (sets oneDNN before TensorFlow loads)
+    import cli
+    cli.configure_environment()  # before TensorFlow loads
+    import cpu_gradients
+    import FlowIO
     import resnet
     import tensorflow as tf
     import tf_slim as slim
@@ -98,8 +103,11 @@ def build_ours(args):
                                                   args.image_size, 3)).astype(np.float32))
             labels = tf.constant(rng.integers(0, 10, args.batch_size).astype(np.int32))
             num_classes = 10
-        logits = resnet.build(images, args.model, num_classes, is_train=True,
-                              mixed_precision=args.mixed_precision)
+        faster = (cpu_gradients.faster_weight_gradients() if faster_weight_gradients
+                  else contextlib.nullcontext())
+        with faster:  # as train.py builds it
+            logits = resnet.build(images, args.model, num_classes, is_train=True,
+                                  mixed_precision=args.mixed_precision)
         loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels, logits) + tf.add_n(
             [tf.cast(l, tf.float32) for l in tf.compat.v1.losses.get_regularization_losses()])
         step = tf.compat.v1.train.get_or_create_global_step()
@@ -115,11 +123,11 @@ def build_ours(args):
 
 def measure_ours(args):
     graph, train_op = build_ours(args)
+    import hardware
     import resnet
     import tensorflow as tf
-    import train
 
-    config = train.session_config(args.xla)
+    config = hardware.session_config(args.xla)
     with tf.Graph().as_default():  # count the forward pass of one image
         resnet.build(tf.zeros([1, args.image_size, args.image_size, 3]), args.model, 10, False)
         macs = forward_macs(tf.compat.v1.get_default_graph())

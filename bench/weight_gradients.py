@@ -1,4 +1,4 @@
-"""The convs' weight gradients on a CPU: TensorFlow's kernel against resnet.py's
+"""The convs' weight gradients on a CPU: TensorFlow's kernel against cpu_gradients.py's
 two other ways of computing them, shape by shape, then a whole training step.
 
     python bench/weight_gradients.py [--model layer_50] [--image_size 224]
@@ -9,14 +9,13 @@ two other ways of computing them, shape by shape, then a whole training step.
    three ways: TensorFlow's Conv2DBackpropFilter (oneDNN), a matrix product
    (1x1 convs), and a forward conv with the batch and channel axes swapped
    (3x3 convs), with GFLOP/s, how often the shape occurs, and which one
-   resnet.py picks (its MATMUL_1X1_MAX_SIZE and SWAPPED_3X3_MAX_SIZE).
+   cpu_gradients.py picks (its MATMUL_1X1_MAX_SIZE and SWAPPED_3X3_MAX_SIZE).
 2. Two training graphs of the same network (train.py's, synthetic input), one
-   with resnet.cpu_weight_gradients and one without, taking turns for
+   with cpu_gradients.faster_weight_gradients and one without, taking turns for
    --step_rounds rounds in one process: images/s of each and the ratio.
 """
 import argparse
 import collections
-import contextlib
 import statistics
 import sys
 import time
@@ -48,10 +47,12 @@ def conv_shapes(resnet, tf, args):
 
 
 def compare_shapes(resnet, tf, np, args):
+    import cpu_gradients
+
     print(f"{args.model}, {args.image_size} px, batch {args.batch_size}: weight gradient "
           f"of each stride-1 conv shape, median of {args.repeats} runs (ms, GFLOP/s)")
     print(f"{'count':>5}  {'input':>18} {'kernel':>16}  {'tensorflow':>12} {'matmul':>12} "
-          f"{'swapped conv':>12}  resnet.py picks")
+          f"{'swapped conv':>12}  cpu_gradients picks")
     totals = collections.Counter()
     for (input_shape, kernel, padding), count in sorted(
             conv_shapes(resnet, tf, args).items(), key=lambda item: -item[0][0][1]):
@@ -65,12 +66,12 @@ def compare_shapes(resnet, tf, np, args):
                 input=inputs, filter_sizes=list(kernel), out_backprop=output_gradient,
                 strides=[1, 1, 1, 1], padding=padding)}
             if kernel[:2] == (1, 1):
-                ways["matmul"] = resnet.weight_gradient_as_matmul(inputs, output_gradient,
+                ways["matmul"] = cpu_gradients.weight_gradient_as_matmul(inputs, output_gradient,
                                                                   list(kernel))
             if kernel[:2] == (3, 3) and padding == "SAME":
-                ways["swapped conv"] = resnet.weight_gradient_as_swapped_conv(inputs,
+                ways["swapped conv"] = cpu_gradients.weight_gradient_as_swapped_conv(inputs,
                                                                               output_gradient)
-            picked = resnet.conv_weight_gradient(tf.convert_to_tensor(inputs), output_gradient,
+            picked = cpu_gradients.conv_weight_gradient(tf.convert_to_tensor(inputs), output_gradient,
                                                  list(kernel), [1, 1, 1, 1], padding)
             picked = "tensorflow" if picked is None else \
                 ("matmul" if kernel[:2] == (1, 1) else "swapped conv")
@@ -86,27 +87,22 @@ def compare_shapes(resnet, tf, np, args):
                 if name == "tensorflow":
                     totals["tensorflow"] += count * seconds
                 if name == picked:
-                    totals["resnet.py"] += count * seconds
+                    totals["cpu_gradients"] += count * seconds
         print(f"{count:5d}  {str(list(input_shape)):>18} {str(list(kernel)):>16}  "
               f"{cells['tensorflow']:>12} {cells.get('matmul', '-'):>12} "
               f"{cells.get('swapped conv', '-'):>12}  {picked}")
     print(f"all stride-1 weight gradients of one step, timed alone: TensorFlow's kernel "
-          f"{totals['tensorflow'] * 1e3:.1f} ms, resnet.py's choice "
-          f"{totals['resnet.py'] * 1e3:.1f} ms")
+          f"{totals['tensorflow'] * 1e3:.1f} ms, cpu_gradients' choice "
+          f"{totals['cpu_gradients'] * 1e3:.1f} ms")
 
 
 def build_step(resnet, tf, args, faster):
     """bench/train_speed.py's training graph (train.py's, synthetic input), with
-    or without resnet.cpu_weight_gradients: (session, train_op), warmed up."""
-    original = resnet.cpu_weight_gradients
-    if not faster:  # the reference: TensorFlow's own conv gradients
-        resnet.cpu_weight_gradients = lambda is_train: contextlib.nullcontext()
-    try:
-        graph, train_op = build_ours(argparse.Namespace(
-            data_dir=None, mixed_precision=False, model=args.model,
-            image_size=args.image_size, batch_size=args.batch_size))
-    finally:
-        resnet.cpu_weight_gradients = original
+    or without cpu_gradients.faster_weight_gradients: (session, train_op), warmed up."""
+    graph, train_op = build_ours(argparse.Namespace(
+        data_dir=None, mixed_precision=False, model=args.model,
+        image_size=args.image_size, batch_size=args.batch_size),
+        faster_weight_gradients=faster)
     session = tf.compat.v1.Session(graph=graph)
     with graph.as_default():
         session.run(tf.compat.v1.global_variables_initializer())
@@ -116,7 +112,7 @@ def build_step(resnet, tf, args, faster):
 
 def compare_steps(resnet, tf, args):
     contenders = {"TensorFlow's gradients": build_step(resnet, tf, args, False),
-                  "resnet.py's": build_step(resnet, tf, args, True)}
+                  "cpu_gradients": build_step(resnet, tf, args, True)}
     # About the work of 64 images at 224 px per round, whatever the image size.
     steps = max(1, round(64 / args.batch_size * (224 / args.image_size) ** 2))
     speed = {name: [] for name in contenders}
@@ -145,11 +141,13 @@ def main():
     args = parser.parse_args()
     sys.path.insert(0, REPO)
     import numpy as np
-    import resnet  # sets oneDNN on before TensorFlow loads
+    import cli
+    cli.configure_environment()  # before TensorFlow loads
+    import resnet
     import tensorflow as tf
 
     if tf.config.list_physical_devices("GPU"):
-        raise SystemExit("a GPU is visible: resnet.py keeps TensorFlow's gradients there")
+        raise SystemExit("a GPU is visible: cpu_gradients.py keeps TensorFlow's gradients there")
     compare_shapes(resnet, tf, np, args)
     if args.step_rounds:
         compare_steps(resnet, tf, args)

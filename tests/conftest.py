@@ -10,6 +10,10 @@ from PIL import Image
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+import cli  # noqa: E402
+
+cli.configure_environment()  # as each script does, before TensorFlow loads in a test
+
 
 def run_script(script, *args, timeout=600, check=True, **popen):
     """python SCRIPT ARGS from the repository root; returns CompletedProcess."""

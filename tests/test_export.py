@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 import FlowIO
-import train
+import modeldir
 import useModel
 from conftest import run_script
 
@@ -142,7 +142,7 @@ def test_saved_model_takes_other_formats_as_flowio_stores_them(exported, colour_
 
 def test_tflite_model_runs_and_agrees(exported, sample_images, trained_model):
     folder, encoded = sample_images
-    manifest = train.load_manifest(trained_model)
+    manifest = modeldir.load_manifest(trained_model)
     size, labels = manifest["image_size"], manifest["labels"]
     with open(exported["tflite_labels"], encoding="utf-8") as f:
         assert f.read().splitlines() == labels

@@ -11,6 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 import FlowIO
+import imagefile
 from conftest import run_script
 
 RNG = np.random.default_rng(42)
@@ -203,14 +204,14 @@ def test_split_is_stratified_and_labels_are_utf8(messy):
 
 
 def test_prediction_preprocessing_equals_evaluation_pipeline(messy):
-    """useModel encodes a file with FlowIO.encode_image_file and feeds the bytes
+    """useModel encodes a file with imagefile.encode_image_file and feeds the bytes
     to preprocess_for_eval: identical to what evaluation reads from the records."""
     dataset = FlowIO.make_dataset(messy["data_dir"], "train", 32, 4, training=False)
     compared = 0
     for images, _, filenames in dataset:
         for image, filename in zip(images.numpy(), filenames.numpy()):
             path = os.path.join(messy["image_dir"], filename.decode("utf-8"))
-            encoded, _, _ = FlowIO.encode_image_file(path)
+            encoded, _, _ = imagefile.encode_image_file(path)
             np.testing.assert_array_equal(FlowIO.preprocess_for_eval(encoded, 32).numpy(), image)
             compared += 1
     assert compared == messy["info"]["num_examples"]["train"]

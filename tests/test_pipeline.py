@@ -14,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 import FlowIO
-import train
+import modeldir
 from conftest import REPO, TRAIN_ARGS, make_colour_images, run_script
 
 
@@ -84,7 +84,7 @@ def test_threshold_answers_unknown(colour_data, trained_model):
 
 
 def test_model_dir_describes_itself(colour_data, trained_model):
-    manifest = train.load_manifest(trained_model)
+    manifest = modeldir.load_manifest(trained_model)
     info = FlowIO.load_dataset_info(colour_data[1])
     assert manifest["labels"] == info["classes"]
     assert (manifest["model"], manifest["shortcut"], manifest["image_size"]) == ("layer_14", "A", 32)
@@ -208,8 +208,8 @@ def test_changed_class_list_stops_with_the_two_choices(trained_model, tmp_path):
                         *TRAIN_ARGS, "--epochs", "1", "--init_checkpoint", trained_model,
                         "--trainable_scopes", "resnet/logits")
     assert "initialised" in result.stdout and "finished" in result.stdout
-    before = tf.train.load_checkpoint(train.list_checkpoints(trained_model)[0])
-    after = tf.train.load_checkpoint(train.list_checkpoints(finetuned)[0])
+    before = tf.train.load_checkpoint(modeldir.list_checkpoints(trained_model)[0])
+    after = tf.train.load_checkpoint(modeldir.list_checkpoints(finetuned)[0])
     for name in ("resnet/conv1/weights", "resnet/block4/unit_1/bottleneck_v1/conv3/weights"):
         np.testing.assert_array_equal(before.get_tensor(name), after.get_tensor(name))
     assert after.get_tensor("resnet/logits/weights").shape[-1] == 4

@@ -8,6 +8,7 @@ import tf_slim as slim
 from tf_slim.nets import resnet_v1
 
 import resnet
+import modeldir
 import train
 from conftest import TRAIN_ARGS, run_script
 
@@ -78,7 +79,7 @@ def test_fine_tuning_from_slim_checkpoint_with_another_class_count(colour_data, 
     # All but the two logits variables (5 classes there, 3 here) came from slim's.
     line = [l for l in result.stdout.splitlines() if l.startswith("initialised")][0]
     assert "2 excluded by --exclude_scopes, 0 not in it" in line
-    assert train.load_manifest(str(tmp_path / "models"))["shortcut"] == "B"
+    assert modeldir.load_manifest(str(tmp_path / "models"))["shortcut"] == "B"
 
 
 def _losses(stdout):
