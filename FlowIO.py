@@ -313,9 +313,162 @@ def _remove_stale_temporaries(output_dir):
             shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
 
 
+def find_files(image_dir, validation_dir=None):
+    """Step 1: every file of the tree(s): (files, skipped, class folders).
+
+    files: one dict per file with "tree" ("train" for --image_dir,
+    "validation" for --validation_dir), "class_name", "path" and "filename"
+    (the path relative to its tree, stored in the record).
+    """
+    trees = [("train", image_dir)] + ([("validation", validation_dir)] if validation_dir else [])
+    files, skipped, class_folders = [], [], []
+    for tree, root in trees:
+        classes, stray = find_images(root)
+        if tree == "train":
+            if not classes:
+                raise UserError(f"--image_dir {root} has no class folders: put one "
+                                f"sub-folder of images per class there")
+            class_folders = list(classes)
+        skipped.extend({"path": path, "reason": "not inside a class folder"} for path in stray)
+        for class_name, paths in classes.items():
+            files.extend({"tree": tree, "class_name": class_name, "path": p,
+                          "filename": os.path.relpath(p, root)} for p in paths)
+    if not files:
+        raise UserError(f"--image_dir {image_dir} has no files in its class folders")
+    return files, skipped, class_folders
+
+
+def decode_all(files, staging_dir, max_side, workers):
+    """Step 2: decodes, checks and stages every file in parallel; returns
+    (usable images, skipped files). A usable image is its file's dict plus
+    what _convert_one measured (sha256, height, width, bytes, staged, offset)."""
+    os.makedirs(staging_dir)
+    try:
+        results = _convert_all([(i, f["path"], staging_dir, max_side)
+                                for i, f in enumerate(files)], workers)
+    finally:
+        _close_staging(staging_dir)  # those of this process, when workers=1
+    usable, skipped = [], []
+    for file, result in zip(files, results):
+        if "error" in result:
+            skipped.append({"path": file["path"], "reason": result["error"]})
+        else:
+            usable.append(dict(result, **file))
+    return usable, skipped
+
+
+def deduplicate(images):
+    """Step 3: one copy of each distinct image (by content).
+
+    Returns (kept, duplicates, conflicts, skipped). A copy in the same class
+    is a duplicate: the first is kept. The same image in two classes is a
+    labelling error: training on it teaches noise, so no copy is kept until
+    the user decides.
+    """
+    by_hash = {}
+    for image in images:
+        by_hash.setdefault(image["sha256"], []).append(image)
+    kept, duplicates, conflicts, skipped = [], [], [], []
+    for copies in by_hash.values():
+        class_names = sorted({c["class_name"] for c in copies})
+        if len(class_names) > 1:
+            conflicts.append({"paths": [c["path"] for c in copies], "classes": class_names})
+            skipped.extend({"path": c["path"], "reason": "the same image is in classes "
+                            + ", ".join(class_names) + ": keep it in one"} for c in copies)
+            continue
+        kept.append(copies[0])
+        for c in copies[1:]:
+            duplicates.append({"path": c["path"], "duplicate_of": copies[0]["path"]})
+            skipped.append({"path": c["path"], "reason": f"duplicate of {copies[0]['path']}"})
+    return kept, duplicates, conflicts, skipped
+
+
+def choose_classes(images, class_folders, image_dir, validation_dir=None):
+    """Step 4: the classes are the --image_dir folders with at least one usable
+    image, sorted by name (their index is the label). Returns (classes,
+    empty class folders)."""
+    classes = sorted({i["class_name"] for i in images if i["tree"] == "train"})
+    extra = sorted({i["class_name"] for i in images if i["tree"] == "validation"} - set(classes))
+    if extra:
+        raise UserError(f"--validation_dir {validation_dir} has classes that --image_dir "
+                        f"lacks: {', '.join(extra)}; use the same class folders in both")
+    if len(classes) < 2:
+        raise UserError(f"--image_dir {image_dir} has {len(classes)} class folder(s) "
+                        f"with usable images; a classifier needs at least 2 "
+                        f"(see dataset.json reasons in the report above)"
+                        if classes else
+                        f"--image_dir {image_dir} has no usable images in its class folders")
+    return classes, sorted(set(class_folders) - set(classes))
+
+
+def split_images(images, classes, validation_ratio, seed, separate_validation=False):
+    """Step 5: {"train": [...], "validation": [...]}, each image given its
+    "split" and "label".
+
+    Each class is split on its own (stratified; deterministic for the seed),
+    unless the validation images come from their own tree
+    (separate_validation); then each split is shuffled so every shard mixes
+    the classes.
+    """
+    rng = random.Random(seed)
+    splits = {split: [] for split in SPLITS}
+    for class_name in classes:
+        own = [i for i in images if i["class_name"] == class_name and i["tree"] == "train"]
+        if separate_validation:
+            splits["train"].extend(own)
+            splits["validation"].extend(i for i in images if i["class_name"] == class_name
+                                        and i["tree"] == "validation")
+        else:
+            train, validation = _split_class(own, validation_ratio, rng)
+            splits["train"].extend(train)
+            splits["validation"].extend(validation)
+    labels = {name: index for index, name in enumerate(classes)}
+    for split, items in splits.items():
+        rng.shuffle(items)
+        for item in items:
+            item["split"], item["label"] = split, labels[item["class_name"]]
+    return splits
+
+
+def write_splits(splits, num_shards, out_dir):
+    """Step 6: the TFRecord shards of each split; returns {split: [names]}."""
+    shards = {}
+    for split, items in splits.items():
+        if not items:
+            shards[split] = []
+            continue
+        count = num_shards or _auto_num_shards(sum(i["bytes"] for i in items), len(items))
+        shards[split] = _write_shards(split, items, min(count, len(items)), out_dir)
+    return shards
+
+
+def describe(classes, splits, shards, skipped, duplicates, conflicts, empty_classes, options):
+    """Step 7: the dataset.json dict, the report of the run."""
+    all_items = splits["train"] + splits["validation"]
+    return {
+        "classes": classes,
+        "counts": {name: {split: sum(1 for i in splits[split] if i["class_name"] == name)
+                          for split in SPLITS} for name in classes},
+        "num_examples": {split: len(items) for split, items in splits.items()},
+        "shards": shards,
+        "skipped": skipped,
+        "duplicates": duplicates,
+        "label_conflicts": conflicts,
+        "empty_classes": empty_classes,
+        "image_size": {"height": _size_stats([i["height"] for i in all_items]),
+                       "width": _size_stats([i["width"] for i in all_items])},
+        "options": options,
+        "fingerprint": _fingerprint(all_items),
+    }
+
+
 def convert(image_dir, output_dir, validation_ratio=0.2, seed=0, validation_dir=None,
             max_side=None, num_shards=None, workers=None):
-    """Converts a class-per-folder tree; returns the dataset.json dict."""
+    """Converts a class-per-folder tree; returns the dataset.json dict.
+
+    Everything is written into a temporary folder inside output_dir and moved
+    into place at the end, so an interrupted run leaves the previous output.
+    """
     for name, folder in (("--image_dir", image_dir), ("--validation_dir", validation_dir)):
         if folder is not None and not os.path.isdir(folder):
             raise UserError(f"{name} {folder} is not a folder: put one sub-folder of "
@@ -324,132 +477,28 @@ def convert(image_dir, output_dir, validation_ratio=0.2, seed=0, validation_dir=
         raise UserError(f"--validation_ratio {validation_ratio} must be in [0, 1)")
     _check_writable(output_dir)
     _remove_stale_temporaries(output_dir)
-
-    # 1. Find the files of each tree.
-    trees = [("train", image_dir)] + ([("validation", validation_dir)] if validation_dir else [])
-    files = []  # (tree, class, path, name relative to its tree)
-    skipped = []
-    class_folders = []
-    for tree, root in trees:
-        classes, stray = find_images(root)
-        if tree == "train":
-            class_folders = list(classes)
-        for path in stray:
-            skipped.append({"path": path, "reason": "not inside a class folder"})
-        for class_name, paths in classes.items():
-            files.extend((tree, class_name, p, os.path.relpath(p, root)) for p in paths)
-        if tree == "train" and not classes:
-            raise UserError(f"--image_dir {root} has no class folders: put one sub-folder "
-                            f"of images per class there")
-    if not files:
-        raise UserError(f"--image_dir {image_dir} has no files in its class folders")
-
-    # 2. Decode, check and stage every file in parallel.
+    files, skipped, class_folders = find_files(image_dir, validation_dir)
     tmp_dir = tempfile.mkdtemp(prefix=".flowio-tmp-", dir=output_dir)
     try:
-        staging = os.path.join(tmp_dir, "staging")
-        os.makedirs(staging)
-        try:
-            results = _convert_all([(i, path, staging, max_side) for i, (_, _, path, _) in
-                                    enumerate(files)], workers or os.cpu_count() or 1)
-        finally:
-            _close_staging(staging)  # those of this process, when workers=1
-
-        # 3. Keep the good ones; report broken files, duplicates and conflicts.
-        good, by_hash = [], {}
-        for (tree, class_name, path, rel), result in zip(files, results):
-            if "error" in result:
-                skipped.append({"path": path, "reason": result["error"]})
-                continue
-            item = dict(result, tree=tree, class_name=class_name, path=path, filename=rel)
-            by_hash.setdefault(result["sha256"], []).append(item)
-        duplicates, conflicts = [], []
-        for copies in by_hash.values():
-            class_names = sorted({c["class_name"] for c in copies})
-            if len(class_names) > 1:
-                # The same picture under two labels: a labelling error. Training
-                # on it teaches noise, so no copy is used until the user decides.
-                conflicts.append({"paths": [c["path"] for c in copies], "classes": class_names})
-                for c in copies:
-                    skipped.append({"path": c["path"], "reason": "the same image is in classes "
-                                    + ", ".join(class_names) + ": keep it in one"})
-                continue
-            good.append(copies[0])
-            for c in copies[1:]:
-                duplicates.append({"path": c["path"], "duplicate_of": copies[0]["path"]})
-                skipped.append({"path": c["path"], "reason": f"duplicate of {copies[0]['path']}"})
-
-        # 4. Classes are the folders with at least one usable image.
-        counts = {}
-        for item in good:
-            counts.setdefault(item["class_name"], 0)
-            counts[item["class_name"]] += 1
-        train_classes = sorted({i["class_name"] for i in good if i["tree"] == "train"})
-        empty_classes = sorted(set(class_folders) - set(train_classes))
-        extra = sorted({i["class_name"] for i in good if i["tree"] == "validation"} - set(train_classes))
-        if extra:
-            raise UserError(f"--validation_dir {validation_dir} has classes that --image_dir "
-                            f"lacks: {', '.join(extra)}; use the same class folders in both")
-        if len(train_classes) < 2:
-            raise UserError(f"--image_dir {image_dir} has {len(train_classes)} class folder(s) "
-                            f"with usable images; a classifier needs at least 2 "
-                            f"(see dataset.json reasons in the report above)"
-                            if train_classes else
-                            f"--image_dir {image_dir} has no usable images in its class folders")
-        labels = {name: index for index, name in enumerate(train_classes)}
-
-        # 5. Split each class (deterministic for the seed), then shuffle each split
-        #    so every shard mixes the classes.
-        rng = random.Random(seed)
-        splits = {split: [] for split in SPLITS}
-        for class_name in train_classes:
-            own = [i for i in good if i["class_name"] == class_name and i["tree"] == "train"]
-            if validation_dir:
-                splits["train"].extend(own)
-                splits["validation"].extend(i for i in good if i["class_name"] == class_name
-                                            and i["tree"] == "validation")
-            else:
-                train, validation = _split_class(own, validation_ratio, rng)
-                splits["train"].extend(train)
-                splits["validation"].extend(validation)
-        for split, items in splits.items():
-            rng.shuffle(items)
-            for item in items:
-                item["split"], item["label"] = split, labels[item["class_name"]]
-
-        # 6. Write shards, labels.txt and dataset.json into the temporary folder.
-        shards = {}
-        for split, items in splits.items():
-            if not items:
-                shards[split] = []
-                continue
-            count = num_shards or _auto_num_shards(sum(i["bytes"] for i in items), len(items))
-            shards[split] = _write_shards(split, items, min(count, len(items)), tmp_dir)
-        write_labels(tmp_dir, train_classes)
-        all_items = splits["train"] + splits["validation"]
-        info = {
-            "classes": train_classes,
-            "counts": {name: {split: sum(1 for i in splits[split] if i["class_name"] == name)
-                              for split in SPLITS} for name in train_classes},
-            "num_examples": {split: len(items) for split, items in splits.items()},
-            "shards": shards,
-            "skipped": skipped,
-            "duplicates": duplicates,
-            "label_conflicts": conflicts,
-            "empty_classes": empty_classes,
-            "image_size": {"height": _size_stats([i["height"] for i in all_items]),
-                           "width": _size_stats([i["width"] for i in all_items])},
-            "options": {"image_dir": os.path.abspath(image_dir),
-                        "validation_dir": validation_dir and os.path.abspath(validation_dir),
-                        "validation_ratio": validation_ratio, "seed": seed,
-                        "max_side": max_side, "num_shards": num_shards,
-                        "jpeg_quality": JPEG_QUALITY},
-            "fingerprint": _fingerprint(all_items),
-        }
+        images, unusable = decode_all(files, os.path.join(tmp_dir, "staging"), max_side,
+                                      workers or os.cpu_count() or 1)
+        images, duplicates, conflicts, repeated = deduplicate(images)
+        skipped += unusable + repeated
+        classes, empty_classes = choose_classes(images, class_folders, image_dir,
+                                                validation_dir)
+        splits = split_images(images, classes, validation_ratio, seed,
+                              separate_validation=validation_dir is not None)
+        shards = write_splits(splits, num_shards, tmp_dir)
+        write_labels(tmp_dir, classes)
+        options = {"image_dir": os.path.abspath(image_dir),
+                   "validation_dir": validation_dir and os.path.abspath(validation_dir),
+                   "validation_ratio": validation_ratio, "seed": seed,
+                   "max_side": max_side, "num_shards": num_shards,
+                   "jpeg_quality": JPEG_QUALITY}
+        info = describe(classes, splits, shards, skipped, duplicates, conflicts,
+                        empty_classes, options)
         with open(os.path.join(tmp_dir, DATASET_FILE), "w", encoding="utf-8") as f:
             json.dump(info, f, indent=1, ensure_ascii=False)
-
-        # 7. Swap them in.
         _replace_outputs(tmp_dir, output_dir, shards["train"] + shards["validation"])
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

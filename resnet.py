@@ -1,7 +1,8 @@
 """Bottleneck ResNet-50/101/152 in TensorFlow 1 style (tf.compat.v1 + tf-slim).
 
-The network of the seed document (../shared/seed/), built from the dictionary
-`ResNet_demo`, with the seed's bugs fixed so it runs on today's TensorFlow:
+The network of the seed document (a blog post that reimplements ResNet-152 in
+TensorFlow 1), built from the dictionary `ResNet_demo`, with the seed's bugs
+fixed so it runs on today's TensorFlow:
 
     import tensorflow as tf, resnet
     images = tf.compat.v1.placeholder(tf.float32, [None, 224, 224, 3])
@@ -35,17 +36,17 @@ import tf_slim as slim
 warnings.filterwarnings("ignore", message=".*layer.apply.*is deprecated")
 
 # The one place each depth is defined: per stage, its output depth and how many
-# bottleneck blocks it stacks ("num_class" is the seed's name for that count).
+# bottleneck blocks it stacks ("num_blocks" is the seed's name for that count).
 ResNet_demo = {
     # One block per stage: the small configuration for the demo and the tests.
-    "layer_14": [{"depth": 256, "num_class": 1}, {"depth": 512, "num_class": 1},
-                 {"depth": 1024, "num_class": 1}, {"depth": 2048, "num_class": 1}],
-    "layer_50": [{"depth": 256, "num_class": 3}, {"depth": 512, "num_class": 4},
-                 {"depth": 1024, "num_class": 6}, {"depth": 2048, "num_class": 3}],
-    "layer_101": [{"depth": 256, "num_class": 3}, {"depth": 512, "num_class": 4},
-                  {"depth": 1024, "num_class": 23}, {"depth": 2048, "num_class": 3}],
-    "layer_152": [{"depth": 256, "num_class": 3}, {"depth": 512, "num_class": 8},
-                  {"depth": 1024, "num_class": 36}, {"depth": 2048, "num_class": 3}],
+    "layer_14": [{"depth": 256, "num_blocks": 1}, {"depth": 512, "num_blocks": 1},
+                 {"depth": 1024, "num_blocks": 1}, {"depth": 2048, "num_blocks": 1}],
+    "layer_50": [{"depth": 256, "num_blocks": 3}, {"depth": 512, "num_blocks": 4},
+                 {"depth": 1024, "num_blocks": 6}, {"depth": 2048, "num_blocks": 3}],
+    "layer_101": [{"depth": 256, "num_blocks": 3}, {"depth": 512, "num_blocks": 4},
+                  {"depth": 1024, "num_blocks": 23}, {"depth": 2048, "num_blocks": 3}],
+    "layer_152": [{"depth": 256, "num_blocks": 3}, {"depth": 512, "num_blocks": 8},
+                  {"depth": 1024, "num_blocks": 36}, {"depth": 2048, "num_blocks": 3}],
 }
 
 STEM_DEPTH = 64
@@ -58,9 +59,13 @@ def batch_norm(inputs, is_training, decay=BATCH_NORM_DECAY, epsilon=BATCH_NORM_E
     """Fused batch norm with moving statistics, usable as slim's normalizer_fn.
 
     slim.batch_norm and tf.compat.v1.layers.batch_normalization no longer run
-    on TF 2.21 (DEVELOPERS.md), so this is the same computation on the fused
-    kernel, with slim's variable names (BatchNorm/beta, gamma, moving_mean,
+    on TF 2.21, so this is the same computation on the fused kernel, with
+    slim's variable names (BatchNorm/beta, gamma, moving_mean,
     moving_variance) so checkpoints keep the familiar layout.
+
+    The flag is called is_training, not is_train as elsewhere in this file,
+    because that is the keyword slim's layers and nets pass to a normalizer_fn
+    (normalizer_params={"is_training": ...}).
 
     Training normalises with the batch statistics and adds the moving-average
     updates to tf.GraphKeys.UPDATE_OPS (slim's create_train_op runs them);
@@ -206,8 +211,8 @@ def bottleneck(input_tensor, output_depth, stride, is_train, shortcut="A",
 def block_strides(demos):
     """The stride of every block, stage by stage: 2 on the last block of every
     stage but the last, 1 elsewhere (the seed's rule, slim's resnet_v1_block)."""
-    return [[2 if (stage < len(demos) - 1 and block == demo["num_class"] - 1) else 1
-             for block in range(demo["num_class"])]
+    return [[2 if (stage < len(demos) - 1 and block == demo["num_blocks"] - 1) else 1
+             for block in range(demo["num_blocks"])]
             for stage, demo in enumerate(demos)]
 
 

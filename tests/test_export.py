@@ -17,6 +17,9 @@ import modeldir
 import useModel
 from conftest import run_script
 
+pytestmark = pytest.mark.slow  # the scripts run as subprocesses
+
+
 # JPEG copies of colour images: (file name, colour folder, image number).
 JPEG_IMAGES = [(f"{colour}_{i}.jpg", colour, i) for colour in ("blue", "green", "red")
                for i in (0, 7, 13)]

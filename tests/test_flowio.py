@@ -1,4 +1,4 @@
-"""FlowIO.py on a messy folder tree (../shared/BAD_INPUTS.md), and its read side."""
+"""FlowIO.py on a messy folder tree (the README's "Robustness" table), and its read side."""
 import io
 import json
 import os
@@ -13,6 +13,8 @@ from PIL import Image
 import FlowIO
 import imagefile
 from conftest import run_script
+
+pytestmark = pytest.mark.slow  # the scripts run as subprocesses
 
 RNG = np.random.default_rng(42)
 
@@ -46,7 +48,7 @@ def png_header_only(width, height):
 
 
 def build_messy_tree(root):
-    """Every case of BAD_INPUTS.md's image-folder table. Returns
+    """Every image-folder case of the README's robustness table. Returns
     (expected {class: sorted relative filenames in the records}, expected reported paths)."""
     p = lambda *parts: os.path.join(root, *parts)
     # cats: plain JPEG, capital extension, a sub-folder, broken files, clutter.

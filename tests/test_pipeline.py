@@ -17,6 +17,8 @@ import FlowIO
 import modeldir
 from conftest import REPO, TRAIN_ARGS, make_colour_images, run_script
 
+pytestmark = pytest.mark.slow  # the scripts run as subprocesses
+
 
 def evaluate_json(*args):
     return json.loads(run_script("Evaluation.py", "--json", *args).stdout)

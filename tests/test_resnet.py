@@ -23,7 +23,7 @@ def hand_counted_parameters(stages, num_output):
     total = 7 * 7 * 3 * 64 + 2 * 64
     depth_in = 64
     for stage in stages:
-        for _ in range(stage["num_class"]):
+        for _ in range(stage["num_blocks"]):
             d, m = stage["depth"], stage["depth"] // 4
             total += depth_in * m + 2 * m      # 1x1 reduce
             total += 3 * 3 * m * m + 2 * m     # 3x3

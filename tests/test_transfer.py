@@ -69,6 +69,7 @@ def test_shortcut_options_add_projections_where_the_paper_says(shortcut, project
     assert len(found) == projections and logits.shape.as_list() == [None, 10]
 
 
+@pytest.mark.slow
 def test_fine_tuning_from_slim_checkpoint_with_another_class_count(colour_data, slim_checkpoint,
                                                                    tmp_path):
     result = run_script("train.py", "--data_dir", colour_data[1], "--model_dir",
@@ -87,6 +88,7 @@ def _losses(stdout):
             if line.startswith("step ")]
 
 
+@pytest.mark.slow
 def test_mixed_precision_and_xla_run_and_learn_on_the_cpu(colour_data, tmp_path):
     result = run_script("train.py", "--data_dir", colour_data[1], "--model_dir",
                         str(tmp_path / "models"), *TRAIN_ARGS, "--epochs", "6",
@@ -99,6 +101,7 @@ def test_mixed_precision_and_xla_run_and_learn_on_the_cpu(colour_data, tmp_path)
     assert top1[-1] > 0.6
 
 
+@pytest.mark.slow
 def test_deterministic_runs_repeat_the_loss_curve(colour_data, tmp_path):
     runs = []
     for name in ("a", "b"):

@@ -1,0 +1,215 @@
+"""Fast unit tests of the pieces the scripts are made of, on plain data:
+FlowIO's conversion steps, the split, the augmentation, the learning-rate
+schedule, the default image size and the class weights. No subprocess, no
+training: `python -m pytest -q -m "not slow"` runs these in seconds."""
+import argparse
+import io
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import FlowIO
+import cli
+import modeldir
+import train
+
+
+# ---------------------------------------------------------------------------
+# FlowIO's steps
+# ---------------------------------------------------------------------------
+def image(tree, class_name, name, sha256=None):
+    return {"tree": tree, "class_name": class_name, "path": f"/{tree}/{class_name}/{name}",
+            "filename": f"{class_name}/{name}", "sha256": sha256 or f"{class_name}/{name}"}
+
+
+def test_find_files_lists_classes_and_reports_stray_files(tmp_path):
+    for path in ("cat/a.png", "cat/deeper/b.png", "dog/c.png", "stray.png", ".hidden/d.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"x")
+    files, skipped, folders = FlowIO.find_files(str(tmp_path))
+    assert folders == ["cat", "dog"]
+    assert [(f["class_name"], f["filename"]) for f in files] == [
+        ("cat", os.path.join("cat", "a.png")), ("cat", os.path.join("cat", "deeper", "b.png")),
+        ("dog", os.path.join("dog", "c.png"))]
+    assert {f["tree"] for f in files} == {"train"}
+    assert skipped == [{"path": str(tmp_path / "stray.png"), "reason": "not inside a class folder"}]
+
+
+def test_find_files_without_class_folders_is_a_user_error(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    with pytest.raises(cli.UserError, match="no class folders"):
+        FlowIO.find_files(str(tmp_path))
+
+
+def test_deduplicate_keeps_one_copy_and_drops_images_under_two_labels():
+    images = [image("train", "cat", "a.png", "h1"), image("train", "cat", "a2.png", "h1"),
+              image("train", "cat", "b.png", "h2"), image("train", "dog", "b.png", "h2"),
+              image("train", "dog", "c.png", "h3")]
+    kept, duplicates, conflicts, skipped = FlowIO.deduplicate(images)
+    assert [i["path"] for i in kept] == ["/train/cat/a.png", "/train/dog/c.png"]
+    assert duplicates == [{"path": "/train/cat/a2.png", "duplicate_of": "/train/cat/a.png"}]
+    assert conflicts == [{"paths": ["/train/cat/b.png", "/train/dog/b.png"],
+                          "classes": ["cat", "dog"]}]
+    assert sorted(s["path"] for s in skipped) == [
+        "/train/cat/a2.png", "/train/cat/b.png", "/train/dog/b.png"]
+
+
+def test_choose_classes_are_sorted_folders_with_usable_images():
+    images = [image("train", "zebra", "a"), image("train", "ant", "b")]
+    classes, empty = FlowIO.choose_classes(images, ["ant", "empty", "zebra"], "dir")
+    assert (classes, empty) == (["ant", "zebra"], ["empty"])
+    with pytest.raises(cli.UserError, match="at least 2"):
+        FlowIO.choose_classes(images[:1], ["zebra"], "dir")
+    with pytest.raises(cli.UserError, match="classes that --image_dir lacks: bee"):
+        FlowIO.choose_classes(images + [image("validation", "bee", "c")], [], "dir", "val")
+
+
+def test_split_is_stratified_deterministic_and_labels_by_sorted_class():
+    images = ([image("train", "a", f"{i}") for i in range(10)]
+              + [image("train", "b", f"{i}") for i in range(3)]
+              + [image("train", "c", "only")])
+    splits = FlowIO.split_images([dict(i) for i in images], ["a", "b", "c"], 0.2, seed=7)
+    validation = sorted((i["class_name"], i["label"]) for i in splits["validation"])
+    # 20% of 10 is 2; a class of 3 still gets one; a class of one keeps it for training.
+    assert validation == [("a", 0), ("a", 0), ("b", 1)]
+    assert len(splits["train"]) == 11
+    again = FlowIO.split_images([dict(i) for i in images], ["a", "b", "c"], 0.2, seed=7)
+    assert [i["path"] for i in again["validation"]] == [i["path"] for i in splits["validation"]]
+    other = FlowIO.split_images([dict(i) for i in images], ["a", "b", "c"], 0.2, seed=8)
+    assert ([i["path"] for i in other["train"]] != [i["path"] for i in splits["train"]])
+
+
+def test_split_with_a_validation_tree_keeps_the_trees_apart():
+    images = [image("train", "a", "1"), image("train", "b", "2"), image("validation", "a", "3")]
+    splits = FlowIO.split_images(images, ["a", "b"], 0.5, seed=0, separate_validation=True)
+    assert sorted(i["path"] for i in splits["train"]) == ["/train/a/1", "/train/b/2"]
+    assert [i["path"] for i in splits["validation"]] == ["/validation/a/3"]
+
+
+@pytest.mark.parametrize("total_bytes,examples,expected", [
+    (5e6, 100, 1),      # small: one file
+    (45e6, 1000, 4),    # 40 MB+: four files so reads can interleave
+    (1e9, 100000, 10),  # large: ~100 MB files
+    (1e9, 3, 3),        # never more shards than examples
+])
+def test_auto_num_shards(total_bytes, examples, expected):
+    assert FlowIO._auto_num_shards(total_bytes, examples) == expected
+
+
+def test_labels_file_round_trips_and_rejects_a_gap(tmp_path):
+    FlowIO.write_labels(str(tmp_path), ["猫", "dog with space"])
+    assert FlowIO.read_labels(str(tmp_path / FlowIO.LABELS_FILE)) == ["猫", "dog with space"]
+    (tmp_path / FlowIO.LABELS_FILE).write_text("0:a\n2:b\n", encoding="utf-8")
+    with pytest.raises(cli.UserError, match="line 2"):
+        FlowIO.read_labels(str(tmp_path / FlowIO.LABELS_FILE))
+
+
+# ---------------------------------------------------------------------------
+# The augmentation
+# ---------------------------------------------------------------------------
+def jpeg(width, height, seed=0):
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def augment(encoded, image_size, seed):
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        return session.run(FlowIO.preprocess_for_train(
+            tf.constant(encoded), image_size, tf.constant(seed, tf.int64)))
+
+
+@pytest.mark.parametrize("width,height,size", [(28, 28, 32), (640, 480, 64), (300, 90, 32)])
+def test_augmentation_gives_the_training_size_in_the_normalised_range(width, height, size):
+    out = augment(jpeg(width, height), size, [1, 2])
+    assert out.shape == (size, size, 3) and out.dtype == np.float32
+    low = (0 - np.array(FlowIO.MEAN_RGB)) / np.array(FlowIO.STD_RGB)
+    high = (255 - np.array(FlowIO.MEAN_RGB)) / np.array(FlowIO.STD_RGB)
+    assert (out >= low - 1e-3).all() and (out <= high + 1e-3).all()
+
+
+def test_augmentation_is_a_function_of_its_seed():
+    encoded = jpeg(96, 96, seed=3)
+    first, again = augment(encoded, 32, [5, 6]), augment(encoded, 32, [5, 6])
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, augment(encoded, 32, [7, 8]))
+
+
+def test_evaluation_preprocessing_is_the_centre_crop():
+    # A 40x80 image whose left and right quarters are black and middle white:
+    # resized to 37x74 (32 / 0.875 on the shorter side), the central 32x32
+    # square lies inside the white middle.
+    pixels = np.zeros((40, 80, 3), np.uint8)
+    pixels[:, 20:60] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=100)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        out = session.run(FlowIO.preprocess_for_eval(tf.constant(buffer.getvalue()), 32))
+    rgb = out * np.array(FlowIO.STD_RGB) + np.array(FlowIO.MEAN_RGB)
+    assert out.shape == (32, 32, 3)
+    assert rgb[:, 6:26].min() > 240  # the middle of the crop is the white band
+
+
+# ---------------------------------------------------------------------------
+# The training schedule and options
+# ---------------------------------------------------------------------------
+def schedule(lr_schedule, steps, warmup_epochs=1, steps_per_epoch=10, total_steps=100):
+    args = argparse.Namespace(learning_rate=0.1, warmup_epochs=warmup_epochs,
+                              lr_schedule=lr_schedule)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        step = tf.compat.v1.placeholder(tf.int64, [])
+        rate = train.learning_rate_schedule(args, step, steps_per_epoch, total_steps)
+        return [float(session.run(rate, {step: s})) for s in steps]
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_zero():
+    rates = schedule("cosine", [0, 4, 9, 10, 55, 100])
+    np.testing.assert_allclose(rates[:3], [0.01, 0.05, 0.1], rtol=1e-5)
+    # After the 10 warm-up steps, cosine over the remaining 90.
+    np.testing.assert_allclose(rates[3], 0.1, rtol=1e-5)
+    np.testing.assert_allclose(rates[4], 0.1 * 0.5 * (1 + math.cos(math.pi * 0.5)), rtol=1e-4)
+    assert rates[5] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_step_schedule_divides_by_ten_at_half_and_three_quarters():
+    # warm-up of one step, then progress = (step - 1) / 99
+    rates = schedule("step", [20, 49, 53, 80, 90], warmup_epochs=0)
+    np.testing.assert_allclose(rates, [0.1, 0.1, 0.01, 0.001, 0.001], rtol=1e-5)
+
+
+def test_warmup_never_takes_more_than_half_of_a_short_run():
+    rates = schedule("cosine", [4, 5], warmup_epochs=5, total_steps=10)
+    assert rates[0] == pytest.approx(0.1 * 5 / 5, rel=1e-5)  # ramp ends at step 5 of 10
+
+
+@pytest.mark.parametrize("median_side,expected", [(28, 32), (33, 64), (150, 160), (1000, 224)])
+def test_default_image_size_is_the_median_side_rounded_up_to_32(median_side, expected):
+    info = {"image_size": {"height": {"median": median_side}, "width": {"median": 10}}}
+    assert train.default_image_size(info) == expected
+
+
+def test_balanced_class_weights_are_inverse_frequency():
+    info = {"counts": {"a": {"train": 10}, "b": {"train": 30}}}
+    args = argparse.Namespace(class_weights="balanced")
+    np.testing.assert_allclose(train.class_weight_vector(args, info, ["a", "b"]), [2.0, 2 / 3])
+    args.class_weights = "none"
+    np.testing.assert_array_equal(train.class_weight_vector(args, info, ["a", "b"]), [1, 1])
+
+
+# ---------------------------------------------------------------------------
+# The model directory
+# ---------------------------------------------------------------------------
+def test_checkpoints_are_listed_newest_first_by_their_index_files(tmp_path):
+    for step in (5, 100, 20):
+        (tmp_path / f"model.ckpt-{step}.index").write_bytes(b"")
+    (tmp_path / "model.ckpt-7.data-00000-of-00001").write_bytes(b"")  # no index: not complete
+    found = modeldir.list_checkpoints(str(tmp_path))
+    assert [modeldir.checkpoint_step(p) for p in found] == [100, 20, 5]
+    assert modeldir.resolve_checkpoint(str(tmp_path)) == found[0]
+    with pytest.raises(cli.UserError, match="no checkpoint"):
+        modeldir.resolve_checkpoint(str(tmp_path), "best")
