@@ -16,7 +16,6 @@ FlowIO.py run by the user: the tree is converted exactly as FlowIO.py would
 (into a temporary folder, removed afterwards) and all of it is evaluated.
 Its class folders must be the model's classes.
 """
-import argparse
 import csv
 import json
 import os
@@ -29,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 import cli
 
 if __name__ == "__main__":
-    cli.configure_environment()  # before TensorFlow is imported below
+    cli.configure_environment(verbose="--verbose" in sys.argv)  # before TensorFlow loads
 
 import tensorflow as tf
 
@@ -40,7 +39,7 @@ from cli import UserError
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Evaluate a trained model.")
+    parser = cli.ArgumentParser(description="Evaluate a trained model.")
     parser.add_argument("--model_dir", default="models",
                         help="train.py's output folder (default: %(default)s)")
     parser.add_argument("--data_dir", default=None,
@@ -53,7 +52,7 @@ def parse_args(argv=None):
                              "(converted as FlowIO.py does, into a temporary folder)")
     parser.add_argument("--checkpoint", default=None,
                         help="a checkpoint prefix, 'best', or 'all' (default: the newest)")
-    parser.add_argument("--batch_size", type=int, default=64, help="(default: %(default)s)")
+    parser.add_argument("--batch_size", type=cli.positive_int, default=64, help="(default: %(default)s)")
     parser.add_argument("--output_dir", default=None,
                         help="where the PNG, CSV and JSON go (default: MODEL_DIR/eval)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -73,9 +72,12 @@ def parse_args(argv=None):
 
 def choose_checkpoints(model_dir, choice):
     """--checkpoint: a prefix, 'best', None (the newest) or 'all' (every
-    checkpoint in model_dir, oldest first, then best/'s)."""
+    checkpoint in model_dir, oldest first, then best/'s). The newest and
+    best are chosen when they are loaded (modeldir.restore_chosen), so a
+    train.py running meanwhile cannot delete them in between."""
     if choice != "all":
-        return [modeldir.resolve_checkpoint(model_dir, choice)]
+        modeldir.resolve_checkpoint(model_dir, choice)  # a clear error now if there is none
+        return [choice]
     chosen = (modeldir.list_checkpoints(model_dir)[::-1]
               + modeldir.list_checkpoints(os.path.join(model_dir, modeldir.BEST_DIR)))
     if not chosen:
@@ -83,8 +85,9 @@ def choose_checkpoints(model_dir, choice):
     return chosen
 
 
-def predict_split(manifest, checkpoint, data_dir, split, batch_size):
-    """Probabilities, true labels and file names of every record of a split."""
+def predict_split(manifest, model_dir, checkpoint, data_dir, split, batch_size):
+    """Probabilities, true labels and file names of every record of a split,
+    and the checkpoint they came from."""
     graph = tf.Graph()
     with graph.as_default():
         with tf.device("/cpu:0"):  # input on the CPU, as in train.py
@@ -95,20 +98,20 @@ def predict_split(manifest, checkpoint, data_dir, split, batch_size):
         logits = modeldir.build_network(images, manifest, is_train=False)
         probabilities = tf.nn.softmax(logits)
         with tf.compat.v1.Session() as session:
-            modeldir.restore(session, checkpoint)
+            checkpoint = modeldir.restore_chosen(session, model_dir, checkpoint)
             outputs = {"probabilities": [], "labels": [], "filenames": []}
             while True:
                 try:
                     p, y, f = session.run([probabilities, labels, filenames])
                 except tf.errors.OutOfRangeError:
                     break
-                except tf.errors.DataLossError as error:
+                except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
                     raise FlowIO.explain_data_error(data_dir, split, error)
                 outputs["probabilities"].append(p)
                 outputs["labels"].append(y)
                 outputs["filenames"].extend(name.decode("utf-8") for name in f)
     return (np.concatenate(outputs["probabilities"]), np.concatenate(outputs["labels"]),
-            outputs["filenames"])
+            outputs["filenames"], checkpoint)
 
 
 def compute_metrics(probabilities, labels, class_names):
@@ -267,13 +270,13 @@ def evaluate(manifest, checkpoint, args):
         raise UserError(
             f"{args.data_dir} has classes {info['classes']} but the model in {args.model_dir} "
             f"was trained on {manifest['labels']}; evaluate on data with the same class folders")
-    probabilities, labels, filenames = predict_split(manifest, checkpoint, args.data_dir,
-                                                     args.split, args.batch_size)
+    probabilities, labels, filenames, checkpoint = predict_split(
+        manifest, args.model_dir, checkpoint, args.data_dir, args.split, args.batch_size)
     expected = info["num_examples"][args.split]
     if len(labels) != expected:
         raise UserError(f"read {len(labels)} {args.split} records from {args.data_dir} "
-                               f"but dataset.json lists {expected}: a shard is damaged; "
-                               f"re-run FlowIO.py")
+                        f"but dataset.json lists {expected}: a shard is damaged; "
+                        f"re-run FlowIO.py")
     if args.image_dir is not None:
         # Records name files relative to the tree; the user needs paths to open.
         filenames = [os.path.join(args.image_dir, name) for name in filenames]
@@ -283,11 +286,26 @@ def evaluate(manifest, checkpoint, args):
     return metrics, misclassified_rows(probabilities, labels, filenames, manifest["labels"])
 
 
-def write_outputs(metrics, misclassified, class_names, output_dir):
-    os.makedirs(output_dir, exist_ok=True)
-    files = {"confusion_matrix_png": os.path.join(output_dir, "confusion_matrix.png"),
-             "misclassified_csv": os.path.join(output_dir, "misclassified.csv"),
-             "metrics_json": os.path.join(output_dir, "metrics.json")}
+def output_files(output_dir):
+    return {"confusion_matrix_png": os.path.join(output_dir, "confusion_matrix.png"),
+            "misclassified_csv": os.path.join(output_dir, "misclassified.csv"),
+            "metrics_json": os.path.join(output_dir, "metrics.json")}
+
+
+def write_outputs(metrics, misclassified, class_names, files):
+    """Writes the files of output_files(); a failure is one line, after the
+    metrics were printed, so they are never lost to a full or read-only disk."""
+    output_dir = os.path.dirname(files["metrics_json"])
+    try:
+        _write_outputs(metrics, misclassified, class_names, files)
+    except OSError as error:
+        raise UserError(f"the metrics are printed above, but --output_dir {output_dir} cannot "
+                        f"be written ({cli.reason(error)}): free some space or choose "
+                        f"another --output_dir")
+
+
+def _write_outputs(metrics, misclassified, class_names, files):
+    os.makedirs(os.path.dirname(files["metrics_json"]), exist_ok=True)
     draw_confusion_matrix(metrics["confusion_matrix"], class_names, files["confusion_matrix_png"])
     with open(files["misclassified_csv"], "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=["file", "true", "predicted", "probability"])
@@ -295,7 +313,6 @@ def write_outputs(metrics, misclassified, class_names, output_dir):
         writer.writerows(misclassified)
     with open(files["metrics_json"], "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=1, ensure_ascii=False)
-    return files
 
 
 def main():
@@ -318,11 +335,13 @@ def report(args, manifest, checkpoints, extra):
         metrics, misclassified = evaluate(manifest, checkpoints[0], args)
         metrics.update(extra)
         metrics["misclassified"] = misclassified
-        metrics["files"] = write_outputs(metrics, misclassified, manifest["labels"], output_dir)
+        metrics["files"] = output_files(output_dir)
         if args.json:
-            print(json.dumps(metrics, ensure_ascii=False))
+            print(json.dumps(metrics, ensure_ascii=False), flush=True)
         else:
-            print_report(metrics, manifest["labels"], checkpoints[0])
+            print_report(metrics, manifest["labels"], metrics["checkpoint"])
+        write_outputs(metrics, misclassified, manifest["labels"], metrics["files"])
+        if not args.json:
             print(f"\n{len(misclassified)} misclassified: {metrics['files']['misclassified_csv']}")
             print(f"confusion matrix: {metrics['files']['confusion_matrix_png']}")
         return

@@ -19,7 +19,6 @@ Read side (used by train.py, Evaluation.py and useModel.py): `make_dataset`,
 definition of how an image becomes the network's input, and `read_labels` /
 `write_labels`, the one definition of the label file.
 """
-import argparse
 import hashlib
 import json
 import math
@@ -35,7 +34,7 @@ import time
 import cli
 
 if __name__ == "__main__":
-    cli.configure_environment()  # before TensorFlow is imported below
+    cli.configure_environment(verbose="--verbose" in sys.argv)  # before TensorFlow loads
 
 import tensorflow as tf
 
@@ -528,28 +527,32 @@ def _print_report(info, output_dir):
     print(f"report: {os.path.join(output_dir, DATASET_FILE)}")
 
 
-def main():
-    parser = argparse.ArgumentParser(
+def parse_args(argv=None):
+    parser = cli.ArgumentParser(
         description="Convert a class-per-folder image tree to TFRecords.")
     parser.add_argument("--image_dir", default="data/images",
                         help="one sub-folder of images per class (default: %(default)s)")
     parser.add_argument("--output_dir", default="data/tfrecords",
                         help="where shards, labels.txt and dataset.json go (default: %(default)s)")
-    parser.add_argument("--validation_ratio", type=float, default=0.2,
+    parser.add_argument("--validation_ratio", type=cli.below_one, default=0.2,
                         help="fraction of each class held out for validation (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0,
                         help="seed of the split and shard order (default: %(default)s)")
     parser.add_argument("--validation_dir", default=None,
                         help="a separate class-per-folder validation tree; "
                              "replaces --validation_ratio")
-    parser.add_argument("--max_side", type=int, default=None,
+    parser.add_argument("--max_side", type=cli.int_in_range(32, 65500), default=None,
                         help="shrink images whose longer side exceeds this many pixels "
                              "(smaller, faster records; detail beyond it is lost)")
-    parser.add_argument("--num_shards", type=int, default=None,
+    parser.add_argument("--num_shards", type=cli.positive_int, default=None,
                         help="shards per split (default: ~100 MB each, several when large)")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--workers", type=cli.positive_int, default=None,
                         help="processes decoding images (default: all cores)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main():
+    args = parse_args()
     info = convert(args.image_dir, args.output_dir, args.validation_ratio, args.seed,
                    args.validation_dir, args.max_side, args.num_shards, args.workers)
     _print_report(info, args.output_dir)
@@ -650,11 +653,24 @@ def preprocess_for_train(encoded, image_size, seed):
     return normalize(image)
 
 
+LABEL_OUT_OF_RANGE = "a record's label is not one of the classes of dataset.json"
 _FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
     "image/class/label": tf.io.FixedLenFeature([], tf.int64),
     "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
 }
+
+
+def _parse_record(record, num_classes):
+    """One serialized Example -> its features, with a label checked to be one
+    of the classes: a label outside them would otherwise train as no class
+    at all (tf.one_hot gives zeros) or be counted under a wrong one."""
+    features = tf.io.parse_single_example(record, _FEATURES)
+    label = features["image/class/label"]
+    in_range = tf.logical_and(label >= 0, label < num_classes)
+    with tf.control_dependencies([tf.debugging.Assert(in_range, [LABEL_OUT_OF_RANGE, label])]):
+        features["image/class/label"] = tf.identity(label)
+    return features
 
 
 def make_dataset(data_dir, split, image_size, batch_size, training, seed=None,
@@ -682,7 +698,8 @@ def make_dataset(data_dir, split, image_size, batch_size, training, seed=None,
     records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(paths), 8),
                                num_parallel_calls=autotune,
                                deterministic=not training or seed is not None)
-    records = records.map(lambda r: tf.io.parse_single_example(r, _FEATURES),
+    num_classes = len(load_dataset_info(data_dir)["classes"])
+    records = records.map(lambda r: _parse_record(r, num_classes),
                           num_parallel_calls=autotune)
     if cache:
         records = records.cache()
@@ -703,16 +720,22 @@ def make_dataset(data_dir, split, image_size, batch_size, training, seed=None,
 
 
 def explain_data_error(data_dir, split, error):
-    """A one-line UserError naming the damaged shard behind a DataLossError."""
+    """A one-line UserError naming the shard behind an error reading a split:
+    a damaged record (DataLossError) or a label outside the classes."""
+    num_classes = len(load_dataset_info(data_dir)["classes"])
     for path in shard_paths(data_dir, split):
         try:
-            for _ in tf.compat.v1.io.tf_record_iterator(path):
-                pass
+            for record in tf.compat.v1.io.tf_record_iterator(path):
+                label = tf.train.Example.FromString(record).features.feature[
+                    "image/class/label"].int64_list.value
+                if not label or not 0 <= label[0] < num_classes:
+                    return UserError(f"{path} has a record labelled {list(label)}, outside "
+                                     f"the {num_classes} classes of {data_dir}/{DATASET_FILE}: "
+                                     f"re-run FlowIO.py to rebuild {data_dir}")
         except tf.errors.DataLossError as shard_error:
-            return UserError(f"{path} is damaged ({shard_error.message.splitlines()[0]}): "
+            return UserError(f"{path} is damaged ({cli.reason(shard_error)}): "
                              f"re-run FlowIO.py to rebuild {data_dir}")
-    return UserError(f"reading {data_dir} failed: {error.message.splitlines()[0]}; "
-                     f"re-run FlowIO.py")
+    return UserError(f"reading {data_dir} failed ({cli.reason(error)}): re-run FlowIO.py")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ As nanoGPT rebuilds its model from the config stored beside the weights,
 build_network() rebuilds ours from model.json: every reader calls it, so a
 model directory needs no flags to be used.
 """
+import contextlib
+import fcntl
+import glob
 import json
 import os
 import re
@@ -22,37 +25,78 @@ import tensorflow as tf
 
 import FlowIO
 import resnet
-from cli import UserError
+from cli import UserError, reason
 
 MANIFEST_FILE = "model.json"
 CHECKPOINT_PREFIX = "model.ckpt"
 BEST_DIR = "best"
 BEST_FILE = "best.json"
+LOCK_FILE = ".train.lock"
 
 
 # ---------------------------------------------------------------------------
 # The manifest and the labels
 # ---------------------------------------------------------------------------
 def load_manifest(model_dir):
-    """model.json plus "labels" read from labels.txt; a clear error if absent."""
+    """model.json plus "labels" read from labels.txt, checked: a missing,
+    edited or mismatched file is one line naming it, never a traceback or a
+    model built wrong."""
     path = os.path.join(model_dir, MANIFEST_FILE)
     if not os.path.exists(path):
         raise UserError(f"{path} not found: train a model into {model_dir} with "
                         f"'python train.py --model_dir {model_dir}' first")
-    with open(path, encoding="utf-8") as f:
-        manifest = json.load(f)
-    manifest["labels"] = FlowIO.read_labels(os.path.join(model_dir, FlowIO.LABELS_FILE))
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} cannot be read ({reason(error)}): restore it from a copy, "
+                        f"or train again into a new --model_dir")
+    _check_manifest(manifest, path)
+    labels_path = os.path.join(model_dir, FlowIO.LABELS_FILE)
+    if not os.path.exists(labels_path):
+        raise UserError(f"{labels_path} not found: copy the data's labels.txt (FlowIO.py's "
+                        f"--output_dir) into {model_dir}")
+    manifest["labels"] = FlowIO.read_labels(labels_path)
+    if len(manifest["labels"]) != manifest["num_classes"]:
+        raise UserError(f"{labels_path} names {len(manifest['labels'])} classes but {path} "
+                        f"says {manifest['num_classes']}: copy the data's labels.txt into "
+                        f"{model_dir}")
     return manifest
+
+
+def _check_manifest(manifest, path):
+    """The keys build_network and the readers rely on, with sane values."""
+    problem = None
+    if not isinstance(manifest, dict):
+        problem = "it is not a JSON object"
+    elif manifest.get("model") not in resnet.ResNet_demo:
+        problem = (f"model {manifest.get('model')!r} is not one of "
+                   f"{', '.join(resnet.ResNet_demo)}")
+    elif manifest.get("shortcut", "A") not in resnet.SHORTCUTS:
+        problem = f"shortcut {manifest.get('shortcut')!r} is not one of {resnet.SHORTCUTS}"
+    else:
+        for key, low, high in (("image_size", 32, 4096), ("num_classes", 2, 10**6)):
+            value = manifest.get(key)
+            if type(value) is not int or not low <= value <= high:
+                problem = f"{key} is {value!r}, not an integer in {low}..{high}"
+                break
+    if problem:
+        raise UserError(f"{path} is not a model description train.py wrote ({problem}): "
+                        f"restore it from a copy, or train again into a new --model_dir")
 
 
 def write_manifest(model_dir, manifest, labels):
     """Writes model.json (atomically) and labels.txt into model_dir."""
-    os.makedirs(model_dir, exist_ok=True)
-    tmp = os.path.join(model_dir, MANIFEST_FILE + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1, ensure_ascii=False)
-    os.replace(tmp, os.path.join(model_dir, MANIFEST_FILE))
-    FlowIO.write_labels(model_dir, labels)
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        tmp = os.path.join(model_dir, MANIFEST_FILE + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=1, ensure_ascii=False)
+        os.replace(tmp, os.path.join(model_dir, MANIFEST_FILE))
+        FlowIO.write_labels(model_dir, labels)
+    except OSError as error:
+        raise UserError(f"cannot write to --model_dir {model_dir} ({reason(error)}): free some "
+                        f"space or fix its permissions")
 
 
 def build_network(images, manifest, is_train, **options):
@@ -105,31 +149,70 @@ def resolve_checkpoint(model_dir, checkpoint=None):
     return checkpoint
 
 
-def restore(session, checkpoint):
+def restore(session, checkpoint, saver=None):
     """Restores the variables of the graph in session from checkpoint.
 
     Only variables are read: the graph was built from code (build_network),
-    never imported from a file, which could hold any program.
+    never imported from a file, which could hold any program. The shapes are
+    compared first, because restoring into resource variables does not check
+    them: another model's checkpoint (another class count, say) would load
+    without an error and give a silently wrong network.
     """
-    tf.compat.v1.train.Saver().restore(session, checkpoint)
+    stored = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+    for variable in session.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES):
+        name, shape = variable.op.name, variable.shape.as_list()
+        if name in stored and stored[name] != shape:
+            raise ValueError(f"{name} is {stored[name]} there but {shape} in this model")
+    (saver or tf.compat.v1.train.Saver()).restore(session, checkpoint)
+
+
+def restore_chosen(session, model_dir, checkpoint=None):
+    """Restores --checkpoint for a reader (Evaluation.py, useModel.py); returns its path.
+
+    None (the newest) and "best" take the newest readable checkpoint of their
+    folder, so one that train.py deletes (it keeps only the newest few)
+    between choosing and loading, or one that is not this model's, is passed
+    over with a warning. A checkpoint named by its prefix must load, or it is
+    one line saying why.
+    """
+    if checkpoint not in (None, "best"):
+        path = resolve_checkpoint(model_dir, checkpoint)
+        try:
+            restore(session, path)
+        except (tf.errors.OpError, ValueError) as error:
+            raise UserError(f"--checkpoint {path} cannot be loaded into the model of "
+                            f"{model_dir} ({reason(error)}): choose one of its own checkpoints")
+        return path
+    folder = os.path.join(model_dir, BEST_DIR) if checkpoint else model_dir
+    resolve_checkpoint(model_dir, checkpoint)  # a clear error when there is none
+    return restore_newest(session, tf.compat.v1.train.Saver(), folder)
 
 
 def restore_newest(session, saver, folder):
     """Restores the newest readable checkpoint in folder; returns its path or None.
 
-    An unreadable checkpoint is skipped with a warning naming it; if there are
+    An unreadable checkpoint -- damaged, or another model's (another class
+    count, say) -- is skipped with a warning naming it; if there are
     checkpoints but none can be read, that is an error, never a fresh start.
+    One that disappears meanwhile (a running train.py keeps only the newest
+    few) is no error: the folder is listed again and a newer one taken.
     """
-    candidates = list_checkpoints(folder)
-    for path in candidates:
-        try:
-            saver.restore(session, path)
-            return path
-        except (tf.errors.OpError, ValueError) as error:
-            reason = getattr(error, "message", str(error)).splitlines()[0]
-            print(f"warning: checkpoint {path} is unreadable ({reason}); "
-                  f"trying the previous one", file=sys.stderr)
-    if candidates:
+    tried = set()
+    for _ in range(10):  # a bound, though each new listing holds newer checkpoints
+        candidates = [path for path in list_checkpoints(folder) if path not in tried]
+        if not candidates:
+            break
+        for path in candidates:
+            tried.add(path)
+            try:
+                restore(session, path, saver)
+                return path
+            except (tf.errors.OpError, ValueError) as error:
+                if not os.path.exists(path + ".index"):
+                    break  # deleted while we read it: list the folder again
+                print(f"warning: checkpoint {path} is unreadable or not this model's "
+                      f"({reason(error)}); trying the previous one", file=sys.stderr)
+    if tried:
         raise UserError(f"no checkpoint in {folder} can be read; move the folder "
                         f"away to start afresh")
     return None
@@ -140,17 +223,45 @@ def save_checkpoint(session, saver, folder, step):
 
     The Saver writes to temporary files and renames them when complete, and
     only then drops the oldest checkpoint, so a failed or killed save leaves
-    the previous checkpoints intact.
+    the previous checkpoints intact; what a failed save left behind is removed.
     """
+    prefix = os.path.join(folder, CHECKPOINT_PREFIX)
     try:
-        return saver.save(session, os.path.join(folder, CHECKPOINT_PREFIX), global_step=step,
-                          write_meta_graph=False)
+        return saver.save(session, prefix, global_step=step, write_meta_graph=False)
     except (tf.errors.OpError, OSError) as error:
-        reason = getattr(error, "message", None) or getattr(error, "strerror", None) or error
-        raise UserError(f"cannot save a checkpoint in {folder} "
-                        f"({str(reason).splitlines()[0]}): free some space or fix its "
-                        f"permissions, then run train.py again to resume from the "
-                        f"previous checkpoint")
+        for leftover in glob.glob(f"{glob.escape(prefix)}-{step}*tempstate*"):
+            with contextlib.suppress(OSError):
+                os.remove(leftover)
+        raise UserError(f"cannot save a checkpoint in {folder} ({reason(error)}): free some "
+                        f"space or fix its permissions, then run train.py again to resume "
+                        f"from the previous checkpoint")
+
+
+@contextlib.contextmanager
+def writer_lock(model_dir):
+    """Held while train.py writes into model_dir: a second train.py on the
+    same folder is refused instead of interleaving its checkpoints with the
+    first's. An OS lock (flock), so it dies with its process: a killed run
+    leaves no stale lock behind."""
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        lock = open(os.path.join(model_dir, LOCK_FILE), "a+")
+    except OSError as error:
+        raise UserError(f"cannot write to --model_dir {model_dir} ({reason(error)}): "
+                        f"fix its permissions or choose another folder")
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise UserError(f"{model_dir} is being trained by {holder}: wait for it to "
+                            f"finish, or train into another --model_dir")
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"train.py (pid {os.getpid()})")
+        lock.flush()
+        yield
 
 
 # ---------------------------------------------------------------------------
@@ -170,6 +281,10 @@ def save_best(session, saver, model_dir, step, validation_top1):
     best = {"step": step, "validation_top1": float(validation_top1)}
     best_dir = os.path.join(model_dir, BEST_DIR)
     save_checkpoint(session, saver, best_dir, step)
-    with open(os.path.join(best_dir, BEST_FILE), "w", encoding="utf-8") as f:
-        json.dump(best, f)
+    try:
+        with open(os.path.join(best_dir, BEST_FILE), "w", encoding="utf-8") as f:
+            json.dump(best, f)
+    except OSError as error:
+        raise UserError(f"cannot write {os.path.join(best_dir, BEST_FILE)} ({reason(error)}): "
+                        f"free some space, then run train.py again to resume")
     return best

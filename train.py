@@ -16,13 +16,14 @@ a checkpoint and exits cleanly. --model_dir ends up self-describing:
 
 so Evaluation.py and useModel.py need nothing but --model_dir.
 """
-import argparse
+import contextlib
 import math
 import os
 import re
 import shutil
 import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -30,7 +31,7 @@ import numpy as np
 import cli
 
 if __name__ == "__main__":
-    cli.configure_environment()  # before TensorFlow is imported below
+    cli.configure_environment(verbose="--verbose" in sys.argv)  # before TensorFlow loads
 
 import tensorflow as tf
 import tf_slim as slim
@@ -43,13 +44,15 @@ import resnet
 from cli import UserError
 
 DEFAULT_MODEL = "layer_14"
+# The network halves the image 5 times; far above 4096 px a step fits in no memory.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 4096
 
 
 # ---------------------------------------------------------------------------
 # Options and their checks
 # ---------------------------------------------------------------------------
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Train a ResNet on FlowIO's TFRecords.")
+    parser = cli.ArgumentParser(description="Train a ResNet on FlowIO's TFRecords.")
     group = parser.add_argument_group("data and model")
     group.add_argument("--data_dir", default="data/tfrecords",
                        help="FlowIO.py's output folder (default: %(default)s)")
@@ -63,7 +66,8 @@ def parse_args(argv=None):
                             "B projects where the depth changes (TF-slim's resnet_v1, for its "
                             "ImageNet checkpoints), C projects everywhere (default: A, or the "
                             "one in --model_dir when resuming)")
-    group.add_argument("--image_size", type=int, default=None,
+    group.add_argument("--image_size", type=cli.int_in_range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
+                       default=None,
                        help="square input side in pixels (default: the data's median side "
                             "rounded up to a multiple of 32, at most 224; or the one in "
                             "--model_dir when resuming)")
@@ -78,21 +82,21 @@ def parse_args(argv=None):
                        help="comma-separated scopes to train; the rest stay frozen "
                             "(default: all)")
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--batch_size", type=int, default=32, help="(default: %(default)s)")
-    group.add_argument("--epochs", type=float, default=30,
+    group.add_argument("--batch_size", type=cli.positive_int, default=32, help="(default: %(default)s)")
+    group.add_argument("--epochs", type=cli.positive_float, default=30,
                        help="passes over the training split (default: %(default)s)")
-    group.add_argument("--learning_rate", type=float, default=None,
+    group.add_argument("--learning_rate", type=cli.positive_float, default=None,
                        help="peak learning rate (default: 0.1 x batch_size / 256, the linear "
                             "scaling rule of Goyal et al., arXiv 1706.02677: 0.0125 at 32)")
     group.add_argument("--lr_schedule", choices=("cosine", "step"), default="cosine",
                        help="after warm-up: cosine decay to 0, or x0.1 at 50%%/75%% of "
                             "training (default: %(default)s)")
-    group.add_argument("--warmup_epochs", type=float, default=2,
+    group.add_argument("--warmup_epochs", type=cli.non_negative_float, default=2,
                        help="linear learning-rate warm-up (default: %(default)s)")
-    group.add_argument("--momentum", type=float, default=0.9, help="(default: %(default)s)")
-    group.add_argument("--weight_decay", type=float, default=1e-4,
+    group.add_argument("--momentum", type=cli.below_one, default=0.9, help="(default: %(default)s)")
+    group.add_argument("--weight_decay", type=cli.non_negative_float, default=1e-4,
                        help="L2 on conv weights (default: %(default)s)")
-    group.add_argument("--label_smoothing", type=float, default=0.1, help="(default: %(default)s)")
+    group.add_argument("--label_smoothing", type=cli.below_one, default=0.1, help="(default: %(default)s)")
     group.add_argument("--class_weights", choices=("none", "balanced"), default="none",
                        help="'balanced' weighs each class's loss by the inverse of its "
                             "frequency (default: %(default)s)")
@@ -103,17 +107,17 @@ def parse_args(argv=None):
     group.add_argument("--xla", action="store_true",
                        help="compile the graph with XLA (helps on GPUs)")
     group = parser.add_argument_group("checkpoints and logging")
-    group.add_argument("--save_every_steps", type=int, default=None,
+    group.add_argument("--save_every_steps", type=cli.positive_int, default=None,
                        help="checkpoint interval in steps (default: once an epoch)")
-    group.add_argument("--save_every_secs", type=float, default=600,
+    group.add_argument("--save_every_secs", type=cli.positive_float, default=600,
                        help="also checkpoint at least this often (default: %(default)s)")
-    group.add_argument("--keep_checkpoints", type=int, default=5,
+    group.add_argument("--keep_checkpoints", type=cli.positive_int, default=5,
                        help="newest checkpoints kept, besides best/ (default: %(default)s)")
-    group.add_argument("--eval_every_epochs", type=float, default=1,
+    group.add_argument("--eval_every_epochs", type=cli.non_negative_float, default=1,
                        help="validation accuracy interval; 0 turns it off (default: %(default)s)")
-    group.add_argument("--log_every_steps", type=int, default=20,
+    group.add_argument("--log_every_steps", type=cli.positive_int, default=20,
                        help="progress line interval when not on a terminal (default: %(default)s)")
-    group.add_argument("--seed", type=int, default=None,
+    group.add_argument("--seed", type=cli.non_negative_int, default=None,
                        help="seed for initialisation and data order (default: random)")
     group.add_argument("--deterministic", action="store_true",
                        help="deterministic ops: with --seed, two runs give the same losses")
@@ -122,12 +126,6 @@ def parse_args(argv=None):
         args.seed = 0  # deterministic random ops need a seed
     if args.learning_rate is None:
         args.learning_rate = 0.1 * args.batch_size / 256
-    for name in ("batch_size", "epochs", "learning_rate", "keep_checkpoints"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
-    if args.image_size is not None and args.image_size < 32:
-        parser.error(f"--image_size {args.image_size} is too small: the network halves "
-                     f"the image 5 times, use at least 32")
     return args
 
 
@@ -313,7 +311,7 @@ def warm_start(session, path, exclude_scopes):
           f"another shape{' (e.g. ' + ', '.join(skipped[:3]) + ')' if skipped else ''}")
 
 
-def build_validation_graph(args, config):
+def build_validation_graph(args, config, expected_count):
     """The eval-mode network over the validation split, sharing the weights."""
     with tf.device("/cpu:0"):  # as in training: input on the CPU
         dataset = FlowIO.make_dataset(args.data_dir, "validation", config["image_size"],
@@ -324,18 +322,29 @@ def build_validation_graph(args, config):
         logits = modeldir.build_network(images, config, is_train=False)
     correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
                                              labels), tf.int32))
-    return {"init": iterator.initializer, "correct": correct, "count": tf.size(labels)}
+    return {"init": iterator.initializer, "correct": correct, "count": tf.size(labels),
+            "expected_count": expected_count}
 
 
-def validation_accuracy(session, ops):
+def validation_accuracy(session, ops, data_dir):
+    """Top-1 over the whole validation split; its records are counted, so a
+    shard that holds fewer (or more) than dataset.json lists is an error, not
+    an accuracy over the wrong images."""
     session.run(ops["init"])
     correct = count = 0
     while True:
         try:
             c, n = session.run([ops["correct"], ops["count"]])
         except tf.errors.OutOfRangeError:
-            return correct / max(count, 1)
+            break
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+            raise FlowIO.explain_data_error(data_dir, "validation", error)
         correct, count = correct + c, count + n
+    if count != ops["expected_count"]:
+        raise UserError(f"{data_dir} holds {count} validation records but its "
+                        f"{FlowIO.DATASET_FILE} lists {ops['expected_count']}: re-run FlowIO.py to "
+                        f"rebuild {data_dir}")
+    return correct / max(count, 1)
 
 
 # ---------------------------------------------------------------------------
@@ -359,9 +368,33 @@ class StopRequest:
 
 
 def _summary(writer, step, values):
-    writer.add_summary(tf.compat.v1.Summary(value=[
+    _summaries_written(lambda: writer.add_summary(tf.compat.v1.Summary(value=[
         tf.compat.v1.Summary.Value(tag=tag, simple_value=float(value))
-        for tag, value in values.items()]), step)
+        for tag, value in values.items()]), step), writer.get_logdir())
+
+
+def _quiet_summary_thread():
+    """TensorBoard's writer thread dies with a traceback when a write fails (a
+    full disk); the writer raises the same error again in the main thread on
+    its next call, where _summaries_written reports it as one line. The
+    thread's own traceback would only bury that line."""
+    default_hook = threading.excepthook
+
+    def hook(args):
+        if args.thread is None or args.thread.name != "EventLoggerThread":
+            default_hook(args)
+    threading.excepthook = hook
+
+
+def _summaries_written(write, model_dir):
+    """Runs write(); TensorBoard's writer thread reports a failed write (a
+    full disk) as a RuntimeError on the next call: one line instead."""
+    try:
+        write()
+    except (RuntimeError, OSError) as error:
+        raise UserError(f"cannot write TensorBoard summaries in {model_dir} "
+                        f"({cli.reason(error)}): free some space, then run train.py again "
+                        f"to resume from the last checkpoint")
 
 
 def _format_duration(seconds):
@@ -370,6 +403,24 @@ def _format_duration(seconds):
 
 
 def train(args):
+    with modeldir.writer_lock(args.model_dir):
+        return _train(args)
+
+
+def _check_memory(config, batch_size):
+    """Refuses an image or batch size whose first step cannot fit in memory,
+    before the run starts rather than after the machine starts swapping."""
+    blocks = sum(stage["num_blocks"] for stage in resnet.ResNet_demo[config["model"]])
+    needed = hardware.training_memory_bytes(blocks, config["image_size"], batch_size)
+    available = hardware.physical_memory_bytes()
+    if needed > 0.9 * available:
+        raise UserError(f"{config['model']} at --image_size {config['image_size']} with "
+                        f"--batch_size {batch_size} needs about {needed / 1e9:.0f} GB for one "
+                        f"training step; this machine has {available / 1e9:.0f} GB: lower "
+                        f"--image_size or --batch_size")
+
+
+def _train(args):
     info = FlowIO.load_dataset_info(args.data_dir)
     config, resuming = resolve_config(args, info, args.model_dir)
     num_train = info["num_examples"]["train"]
@@ -382,6 +433,8 @@ def train(args):
     has_validation = info["num_examples"]["validation"] > 0 and eval_every > 0
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    if device == "CPU":
+        _check_memory(config, args.batch_size)
     print(f"training {config['model']} at {config['image_size']}px on {device}: "
           f"{num_train} images in {len(config['labels'])} classes, "
           f"{steps_per_epoch} steps/epoch, {total_steps} steps")
@@ -395,7 +448,8 @@ def train(args):
         if args.seed is not None:
             tf.compat.v1.set_random_seed(args.seed)
         ops = build_training_graph(args, config, info, steps_per_epoch, total_steps)
-        validation = build_validation_graph(args, config) if has_validation else None
+        validation = (build_validation_graph(args, config, info["num_examples"]["validation"])
+                      if has_validation else None)
         saver = tf.compat.v1.train.Saver(max_to_keep=args.keep_checkpoints,
                                          save_relative_paths=True)
         best_saver = tf.compat.v1.train.Saver(max_to_keep=1, save_relative_paths=True)
@@ -412,12 +466,19 @@ def train(args):
                 print(f"already trained to step {step} of {total_steps}; raise --epochs "
                       f"to train further")
                 return 0
+            _quiet_summary_thread()
             writer = tf.compat.v1.summary.FileWriter(args.model_dir, graph)
             try:
-                return _loop(args, session, ops, validation, saver, best_saver, writer,
-                             step, steps_per_epoch, total_steps, save_every, eval_every)
-            finally:
-                writer.close()
+                result = _loop(args, session, ops, validation, saver, best_saver, writer,
+                               step, steps_per_epoch, total_steps, save_every, eval_every)
+            except BaseException:
+                # The error that stopped training is the one to report, not a
+                # failing flush of the summaries behind it (on a full disk).
+                with contextlib.suppress(Exception):
+                    writer.close()
+                raise
+            _summaries_written(writer.close, args.model_dir)
+            return result
 
 
 def _loop(args, session, ops, validation, saver, best_saver, writer, step,
@@ -434,8 +495,12 @@ def _loop(args, session, ops, validation, saver, best_saver, writer, step,
     while step < total_steps and stop.signal_name is None:
         try:
             _, loss, accuracy, lr, _ = session.run(fetches)
-        except tf.errors.DataLossError as error:
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
             raise FlowIO.explain_data_error(args.data_dir, "train", error)
+        except tf.errors.ResourceExhaustedError:
+            raise UserError(f"out of memory in a training step at --image_size "
+                            f"{args.image_size or 'from the data'} and --batch_size "
+                            f"{args.batch_size}: lower either and run train.py again")
         step += 1
         if not np.isfinite(loss):
             # Stop before saving: the newest checkpoint on disk stays finite.
@@ -462,7 +527,7 @@ def _loop(args, session, ops, validation, saver, best_saver, writer, step,
             modeldir.save_checkpoint(session, saver, args.model_dir, step)
             last_save_time = time.time()
         if validation is not None and (step % eval_every == 0 or step == total_steps):
-            top1 = validation_accuracy(session, validation)
+            top1 = validation_accuracy(session, validation, args.data_dir)
             _summary(writer, step, {"validation_top1": top1})
             marker = ""
             if top1 > best["validation_top1"]:

@@ -37,7 +37,6 @@ the central square: see tflite_pixels()), returning probabilities
 [N, num_classes] in labels.txt order; the class names go to FILE's
 .labels.txt beside it, one per line.
 """
-import argparse
 import contextlib
 import glob
 import json
@@ -51,7 +50,7 @@ import numpy as np
 import cli
 
 if __name__ == "__main__":
-    cli.configure_environment()  # before TensorFlow is imported below
+    cli.configure_environment(verbose="--verbose" in sys.argv)  # before TensorFlow loads
 
 import tensorflow as tf
 
@@ -68,7 +67,7 @@ class Classifier:
         self.manifest = modeldir.load_manifest(model_dir)
         self.labels = self.manifest["labels"]
         self.batch_size = batch_size
-        self.checkpoint = modeldir.resolve_checkpoint(model_dir, checkpoint)
+        modeldir.resolve_checkpoint(model_dir, checkpoint)  # a clear error if there is none
         self._graph = tf.Graph()
         with self._graph.as_default():
             # The input is encoded JPEG bytes, as FlowIO stores them; the graph
@@ -80,7 +79,7 @@ class Classifier:
                                fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
             self._probabilities = network_probabilities(images, self.manifest)
             self._session = tf.compat.v1.Session(graph=self._graph)
-            modeldir.restore(self._session, self.checkpoint)
+            self.checkpoint = modeldir.restore_chosen(self._session, model_dir, checkpoint)
 
     def probabilities(self, encoded_images):
         """[len(encoded_images), num_classes] for JPEG bytes from encode_image_file."""
@@ -206,51 +205,58 @@ def export_saved_model(model_dir, export_dir, checkpoint=None):
     """Writes a SavedModel of the checkpoint to export_dir/<next version>;
     returns (its path, the checkpoint)."""
     manifest = modeldir.load_manifest(model_dir)
-    checkpoint = modeldir.resolve_checkpoint(model_dir, checkpoint)
-    size = manifest["image_size"]
+    modeldir.resolve_checkpoint(model_dir, checkpoint)  # a clear error if there is none
     try:
         os.makedirs(export_dir, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".export-", dir=export_dir)
     except OSError as error:
-        raise UserError(f"--export {export_dir}: cannot write there "
-                               f"({error.strerror or error})")
+        raise UserError(f"--export {export_dir}: cannot write there ({cli.reason(error)})")
     try:
-        graph = tf.Graph()
-        with _quiet_tf1_notices(), graph.as_default(), \
-                tf.compat.v1.Session(graph=graph) as session:
-            encoded = tf.compat.v1.placeholder(tf.string, [None], name=SERVING_INPUT)
-            images = tf.map_fn(_plain(lambda e: serving_preprocess(e, size)), encoded,
-                               fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
-            probabilities = network_probabilities(images, manifest)
-            # Every class, best first: clients slice [:, :k] for a top-k.
-            top = tf.math.top_k(probabilities, k=len(manifest["labels"]))
-            names = tf.gather(tf.constant(manifest["labels"]), top.indices)
-            # Only the variables of the graph built above are read from the
-            # checkpoint; nothing of a stored graph is imported.
-            modeldir.restore(session, checkpoint)
-            signature = tf.compat.v1.saved_model.predict_signature_def(
-                inputs={SERVING_INPUT: encoded},
-                outputs={"classes": names, "probabilities": top.values,
-                         "class_ids": top.indices})
-            # Written to a hidden folder, then renamed: TensorFlow Serving polls
-            # export_dir and must never load a half-written version.
-            builder = tf.compat.v1.saved_model.Builder(os.path.join(staging, "model"))
-            builder.add_meta_graph_and_variables(
-                session, [tf.saved_model.SERVING],
-                signature_def_map={
-                    tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: signature},
-                strip_default_attrs=True)  # loadable by older TensorFlow Serving builds
-            builder.save()
-        while True:
-            target = os.path.join(export_dir, str(_next_version(export_dir)))
-            try:
-                os.rename(os.path.join(staging, "model"), target)
-                break
-            except OSError:  # another export took that number meanwhile
-                if not os.path.exists(target):
-                    raise
+        return _export_saved_model(manifest, model_dir, checkpoint, staging, export_dir)
+    except (OSError, tf.errors.OpError) as error:
+        raise UserError(f"--export {export_dir}: cannot write there ({cli.reason(error)}); "
+                        f"nothing was exported: free some space or choose another folder")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _export_saved_model(manifest, model_dir, checkpoint, staging, export_dir):
+    """export_saved_model's work: built in staging, then moved in."""
+    size = manifest["image_size"]
+    graph = tf.Graph()
+    with _quiet_tf1_notices(), graph.as_default(), \
+            tf.compat.v1.Session(graph=graph) as session:
+        encoded = tf.compat.v1.placeholder(tf.string, [None], name=SERVING_INPUT)
+        images = tf.map_fn(_plain(lambda e: serving_preprocess(e, size)), encoded,
+                           fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+        probabilities = network_probabilities(images, manifest)
+        # Every class, best first: clients slice [:, :k] for a top-k.
+        top = tf.math.top_k(probabilities, k=len(manifest["labels"]))
+        names = tf.gather(tf.constant(manifest["labels"]), top.indices)
+        # Only the variables of the graph built above are read from the
+        # checkpoint; nothing of a stored graph is imported.
+        checkpoint = modeldir.restore_chosen(session, model_dir, checkpoint)
+        signature = tf.compat.v1.saved_model.predict_signature_def(
+            inputs={SERVING_INPUT: encoded},
+            outputs={"classes": names, "probabilities": top.values,
+                     "class_ids": top.indices})
+        # Written to a hidden folder, then renamed: TensorFlow Serving polls
+        # export_dir and must never load a half-written version.
+        builder = tf.compat.v1.saved_model.Builder(os.path.join(staging, "model"))
+        builder.add_meta_graph_and_variables(
+            session, [tf.saved_model.SERVING],
+            signature_def_map={
+                tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: signature},
+            strip_default_attrs=True)  # loadable by older TensorFlow Serving builds
+        builder.save()
+    while True:
+        target = os.path.join(export_dir, str(_next_version(export_dir)))
+        try:
+            os.rename(os.path.join(staging, "model"), target)
+            break
+        except OSError:  # another export took that number meanwhile
+            if not os.path.exists(target):
+                raise
     return target, checkpoint
 
 
@@ -274,14 +280,14 @@ def export_tflite(model_dir, path, checkpoint=None):
     resizes and crops.
     """
     manifest = modeldir.load_manifest(model_dir)
-    checkpoint = modeldir.resolve_checkpoint(model_dir, checkpoint)
+    modeldir.resolve_checkpoint(model_dir, checkpoint)  # a clear error if there is none
     size = manifest["image_size"]
     graph = tf.Graph()
     with _quiet_tf1_notices():
         with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
             pixels = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3], name="pixels")
             probabilities = network_probabilities(FlowIO.normalize(pixels), manifest)
-            modeldir.restore(session, checkpoint)
+            checkpoint = modeldir.restore_chosen(session, model_dir, checkpoint)
             frozen = tf.compat.v1.graph_util.convert_variables_to_constants(
                 session, graph.as_graph_def(), [probabilities.op.name])
         # Converted from the frozen graph in a session without variables: from
@@ -330,25 +336,30 @@ def expand_inputs(inputs):
     return paths, problems
 
 
-def main():
-    parser = argparse.ArgumentParser(description="Classify images with a trained model, or "
-                                                 "export it for serving.")
+def parse_args(argv=None):
+    parser = cli.ArgumentParser(description="Classify images with a trained model, or "
+                                            "export it for serving.")
     parser.add_argument("images", nargs="*", help="image files, folders or glob patterns")
     parser.add_argument("--model_dir", default="models", help="(default: %(default)s)")
     parser.add_argument("--checkpoint", default=None,
                         help="a checkpoint prefix or 'best' (default: the newest)")
-    parser.add_argument("--top_k", type=int, default=3, help="(default: %(default)s)")
-    parser.add_argument("--threshold", type=float, default=None,
+    parser.add_argument("--top_k", type=cli.positive_int, default=3, help="(default: %(default)s)")
+    parser.add_argument("--threshold", type=cli.probability, default=None,
                         help="below this probability the answer is 'unknown'")
-    parser.add_argument("--batch_size", type=int, default=32, help="(default: %(default)s)")
+    parser.add_argument("--batch_size", type=cli.positive_int, default=32, help="(default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--export", metavar="DIR", default=None,
                         help="write a SavedModel for TensorFlow Serving to DIR/<next version>")
     parser.add_argument("--export_tflite", metavar="FILE", default=None,
                         help="write a TensorFlow Lite model (pixels in) to FILE")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not (args.images or args.export or args.export_tflite):
         parser.error("give images to classify, or --export DIR / --export_tflite FILE")
+    return args
+
+
+def main():
+    args = parse_args()
     document = {}
     if args.export:
         path, checkpoint = export_saved_model(args.model_dir, args.export, args.checkpoint)
