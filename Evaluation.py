@@ -33,7 +33,6 @@ if __name__ == "__main__":
 import tensorflow as tf
 
 import FlowIO
-import imagefile
 import modeldir
 from cli import UserError
 

@@ -20,7 +20,6 @@ import contextlib
 import math
 import os
 import re
-import shutil
 import signal
 import sys
 import threading
