@@ -78,8 +78,9 @@ def test_use_model_names_a_class_and_reports_broken_files(colour_data, trained_m
 
 def test_threshold_answers_unknown(colour_data, trained_model):
     image = os.path.join(colour_data[0], "blue", "001.png")
+    # Below a threshold of 1 (the largest valid one) every answer is unknown.
     result = run_script("useModel.py", image, "--model_dir", trained_model, "--json",
-                        "--threshold", "1.01")
+                        "--threshold", "1")
     entry = json.loads(result.stdout)["results"][0]
     assert entry["label"] == "unknown" and entry["predictions"][0]["label"] in FlowIO.read_labels(
         os.path.join(trained_model, "labels.txt"))
