@@ -33,6 +33,7 @@ if __name__ == "__main__":
 import tensorflow as tf
 
 import FlowIO
+import imagefile
 import modeldir
 from cli import UserError
 
@@ -108,7 +109,7 @@ def predict_split(manifest, model_dir, checkpoint, data_dir, split, batch_size):
                     raise FlowIO.explain_data_error(data_dir, split, error)
                 outputs["probabilities"].append(p)
                 outputs["labels"].append(y)
-                outputs["filenames"].extend(name.decode("utf-8") for name in f)
+                outputs["filenames"].extend(os.fsdecode(name) for name in f)  # any bytes
     return (np.concatenate(outputs["probabilities"]), np.concatenate(outputs["labels"]),
             outputs["filenames"], checkpoint)
 
@@ -145,7 +146,7 @@ def compute_metrics(probabilities, labels, class_names):
 def misclassified_rows(probabilities, labels, filenames, class_names):
     """Wrong predictions, most confident first (often labelling errors)."""
     predicted = probabilities.argmax(axis=1)
-    rows = [{"file": filenames[i], "true": class_names[labels[i]],
+    rows = [{"file": imagefile.display_name(filenames[i]), "true": class_names[labels[i]],
              "predicted": class_names[predicted[i]],
              "probability": float(probabilities[i, predicted[i]])}
             for i in np.flatnonzero(predicted != labels)]
@@ -324,7 +325,8 @@ def main():
         skipped = convert_image_dir(args.image_dir, records_dir, manifest, args)
         args.data_dir, args.split = records_dir, "train"
         return report(args, manifest, checkpoints,
-                      {"image_dir": os.path.abspath(args.image_dir), "skipped": skipped})
+                      {"image_dir": imagefile.display_name(os.path.abspath(args.image_dir)),
+                       "skipped": skipped})
 
 
 def report(args, manifest, checkpoints, extra):

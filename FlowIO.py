@@ -2,7 +2,7 @@
 
     python FlowIO.py [--image_dir data/images] [--output_dir data/tfrecords]
                      [--validation_ratio 0.2] [--seed 0] [--validation_dir DIR]
-                     [--max_side N] [--num_shards N] [--workers N]
+                     [--max_side N] [--num_shards N] [--workers N] [--overwrite]
 
 Write side: every top-level sub-folder of --image_dir is a class (sorted names;
 images in deeper folders belong to it). Each file is decoded by content with
@@ -12,19 +12,25 @@ an animation), then stored as JPEG. Files that cannot be used are skipped and
 reported with their reason; nothing is dropped silently. Writes to
 --output_dir: labels.txt ("index:name", UTF-8), train-*/validation-* TFRecord
 shards, and dataset.json (classes, counts, skipped files, duplicates, options,
-a fingerprint of the data).
+a fingerprint of the data; its "shards" are how a later run knows which files
+are FlowIO's). A re-run replaces only those; a non-empty folder that is not
+FlowIO's output is refused unless --overwrite. One run at a time per folder:
+it holds an OS lock on --output_dir/.flowio.lock, released when it ends or dies.
 
 Read side (used by train.py, Evaluation.py and useModel.py): `make_dataset`,
 `preprocess_for_train` and `preprocess_for_eval`, with imagefile.py the one
 definition of how an image becomes the network's input, and `read_labels` /
 `write_labels`, the one definition of the label file.
 """
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -39,13 +45,17 @@ if __name__ == "__main__":
 import tensorflow as tf
 
 from cli import UserError
-from imagefile import JPEG_QUALITY, BadImage, encode_image_bytes
+from imagefile import JPEG_QUALITY, BadImage, display_name, encode_image_bytes, read_image_file
 
 # ---------------------------------------------------------------------------
 # Facts shared by the write and the read side
 # ---------------------------------------------------------------------------
 LABELS_FILE = "labels.txt"
 DATASET_FILE = "dataset.json"
+LOCK_FILE = ".flowio.lock"             # flock()ed by the run writing the folder
+JOURNAL_FILE = ".flowio-replacing.json"  # what a run is swapping in and out (see _replace_outputs)
+_TEMPORARY_PREFIXES = (".flowio-tmp-", ".flowio-probe-")  # a run's own, removed when it ends
+_SHARD_NAME = re.compile(r"(train|validation)-[0-9]{5}-of-[0-9]{5}\.tfrecord\Z")
 SPLITS = ("train", "validation")
 # Input normalisation, in 0..255 units: ImageNet's per-channel mean and std.
 MEAN_RGB = (123.68, 116.78, 103.94)
@@ -67,16 +77,24 @@ def _is_hidden(name):
 
 
 def walk_files(folder):
-    """Every non-hidden file under folder, sorted.
+    """(every non-hidden file under folder, sorted; folders that could not be
+    listed, as {"path", "reason"}).
 
     Symlinked folders are followed, except into a folder already walked or an
     ancestor of `folder` (a symlink loop, or a link that would pull other
-    classes into this one), so the walk always ends.
+    classes into this one), so the walk always ends. Entries that are not
+    regular files (pipes, sockets, devices) are listed too, never opened:
+    imagefile.read_image_file refuses them by path, so they are reported.
     """
     top = os.path.realpath(folder)
     seen_dirs = set()
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
+    found, unlisted = [], []
+
+    def unreadable(error):  # os.walk would skip such a folder silently
+        unlisted.append({"path": error.filename,
+                         "reason": f"cannot list folder: {error.strerror or error}"})
+
+    for root, dirs, files in os.walk(folder, onerror=unreadable, followlinks=True):
         real = os.path.realpath(root)
         if real in seen_dirs or top.startswith(real + os.sep):
             dirs[:] = []
@@ -84,22 +102,42 @@ def walk_files(folder):
         seen_dirs.add(real)
         dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
         found.extend(os.path.join(root, f) for f in files if not _is_hidden(f))
-    return sorted(found)
+    return sorted(found), unlisted
 
 
 def find_images(image_dir):
-    """{class name: [file paths]} for a class-per-folder tree, and the files
-    outside any class folder (which cannot be labelled)."""
-    classes, stray = {}, []
-    for entry in sorted(os.listdir(image_dir)):
+    """{class name: [file paths]} for a class-per-folder tree, and what cannot
+    be used as {"path", "reason"}: files outside any class folder (they cannot
+    be labelled) and folders that could not be listed."""
+    try:
+        entries = sorted(os.listdir(image_dir))
+    except OSError as error:
+        raise UserError(f"cannot list {display_name(image_dir)}: "
+                        f"{error.strerror or error}; check its permissions")
+    classes, skipped = {}, []
+    for entry in entries:
         path = os.path.join(image_dir, entry)
         if _is_hidden(entry):
             continue
         if os.path.isdir(path):
-            classes[entry] = walk_files(path)
+            classes[entry], unlisted = walk_files(path)
+            skipped.extend(unlisted)
         else:
-            stray.append(path)
-    return classes, stray
+            skipped.append({"path": path, "reason": "not inside a class folder"})
+    return classes, skipped
+
+
+def class_name_problem(name):
+    """Why a class folder's name cannot be a line of labels.txt, or None."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8, kept by Python as surrogates
+        return "is not valid UTF-8"
+    if not name.strip():
+        return "is blank"
+    if name.splitlines() != [name]:  # every separator str.splitlines knows, not only \n
+        return "contains a line break"
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -136,18 +174,20 @@ def _close_staging(staging_dir):
 
 
 def _convert_one(task):
-    """Reads, checks, normalises and stages one image; returns its record."""
+    """Reads, checks, normalises and stages one image; returns its record.
+
+    Everything that touches the file (stat, read, hash, decode, convert,
+    re-encode) is inside the one error path: imagefile raises BadImage for
+    all of it, so one file is one skipped entry, never the end of the run.
+    Only staging (our own output) may raise: a full disk stops the run.
+    """
     index, path, staging_dir, max_side = task
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as error:
-        return {"index": index, "error": f"cannot read: {error.strerror or error}"}
-    digest = hashlib.sha256(data).hexdigest()
-    try:
+        data = read_image_file(path)
+        digest = hashlib.sha256(data).hexdigest()
         encoded, height, width = encode_image_bytes(data, max_side)
     except BadImage as error:
-        return {"index": index, "error": str(error), "sha256": digest}
+        return {"index": index, "error": str(error)}
     staged, offset = _stage(staging_dir, encoded)
     return {"index": index, "sha256": digest, "height": height, "width": width,
             "bytes": len(encoded), "staged": staged, "offset": offset}
@@ -173,6 +213,18 @@ class _Progress:
             print(line, file=sys.stderr, flush=True)
 
 
+# Lock files this process holds (see _lock_output_dir).
+_HELD_LOCKS = set()
+
+
+def _drop_inherited_locks():
+    """In a forked worker: close the copy of the output lock, so the lock ends
+    with the main process even if a worker outlives it."""
+    for fd in _HELD_LOCKS:
+        os.close(fd)
+    _HELD_LOCKS.clear()
+
+
 def _convert_all(tasks, workers):
     """Runs _convert_one over tasks on `workers` processes, in order."""
     progress = _Progress(len(tasks), "converting")
@@ -182,7 +234,8 @@ def _convert_all(tasks, workers):
         pool = None
     else:
         # fork: workers need only Pillow, and TensorFlow has run nothing yet.
-        pool = multiprocessing.get_context("fork").Pool(workers)
+        pool = multiprocessing.get_context("fork").Pool(workers,
+                                                        initializer=_drop_inherited_locks)
         iterator = pool.imap(_convert_one, tasks, chunksize=8)
     try:
         for result in iterator:
@@ -235,7 +288,9 @@ def _make_example(encoded, label, height, width, filename):
         "image/class/label": _int64_feature(label),
         "image/height": _int64_feature(height),
         "image/width": _int64_feature(width),
-        "image/filename": _bytes_feature(filename.encode("utf-8")),
+        # The name's own bytes: a file name need not be UTF-8 (fsencode
+        # undoes Python's surrogate escapes; UTF-8 names are unchanged).
+        "image/filename": _bytes_feature(os.fsencode(filename)),
     }))
 
 
@@ -246,7 +301,8 @@ def shard_name(split, index, count):
 def _write_shards(split, examples, num_shards, out_dir):
     """Writes examples round-robin into num_shards files; returns their names."""
     names = [shard_name(split, i, num_shards) for i in range(num_shards)]
-    writers = [tf.io.TFRecordWriter(os.path.join(out_dir, name)) for name in names]
+    writers = [tf.io.TFRecordWriter(os.fsencode(os.path.join(out_dir, name)))
+               for name in names]
     staged = {}  # staging file path -> open file
     try:
         for i, example in enumerate(examples):
@@ -274,66 +330,211 @@ def _fingerprint(examples):
     """A hash of what the records hold: file, class, split and content."""
     digest = hashlib.sha256()
     for e in sorted(examples, key=lambda e: (e["split"], e["filename"])):
-        digest.update(f"{e['split']}\t{e['filename']}\t{e['label']}\t{e['sha256']}\n".encode())
+        digest.update(f"{e['split']}\t{e['filename']}\t{e['label']}\t{e['sha256']}\n"
+                      .encode("utf-8", "surrogateescape"))  # a name's own bytes
     return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# The output folder: one run at a time, and only FlowIO's own files replaced
+# ---------------------------------------------------------------------------
+def _is_bookkeeping(name):
+    """FlowIO's own hidden files in --output_dir: the lock, the journal and
+    the temporaries of a run."""
+    return name in (LOCK_FILE, JOURNAL_FILE) or name.startswith(_TEMPORARY_PREFIXES)
+
+
+def _some(names, shown=5):
+    """A few names for a one-line message, however many there are."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(display_name(name) for name in names[:shown]) + more
+
+
+def _cannot_write(output_dir, error):
+    """The one-line UserError for a failed write (read-only, full, gone)."""
+    if isinstance(error, tf.errors.OpError):
+        reason = error.message.splitlines()[0] if error.message else type(error).__name__
+    else:
+        reason = error.strerror or str(error)
+    return UserError(f"cannot write to --output_dir {display_name(output_dir)}: {reason}; "
+                     f"choose a writable folder with free space (nothing there was replaced)")
 
 
 def _check_writable(output_dir):
     try:
-        os.makedirs(output_dir, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=output_dir, prefix=".flowio-probe-")
+        probe = tempfile.NamedTemporaryFile(dir=output_dir, prefix=_TEMPORARY_PREFIXES[1])
         probe.close()
     except OSError as error:
-        raise UserError(f"cannot write to --output_dir {output_dir}: "
-                        f"{error.strerror or error}; choose a writable folder")
+        raise _cannot_write(output_dir, error)
 
 
-def _replace_outputs(new_dir, output_dir, names):
-    """Moves the finished files in, replacing the previous run's output.
+@contextlib.contextmanager
+def _lock_output_dir(output_dir):
+    """Holds an exclusive flock() on output_dir/LOCK_FILE for the run; a
+    second run into the same folder gets a one-line refusal.
+
+    An OS lock ends with its process, so a killed run never blocks the next
+    one, as a lock file that merely exists would. The file stays: deleting it
+    would let a third run lock a fresh file while the second holds the old.
+    """
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        fd = os.open(os.path.join(output_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise _cannot_write(output_dir, error)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 20, 0).decode("ascii", "replace").strip()
+            holder = f" (process {holder})" if holder.isdigit() else ""
+            raise UserError(f"another FlowIO.py run{holder} is writing to --output_dir "
+                            f"{display_name(output_dir)}: wait for it to finish, or choose "
+                            f"another folder")
+        except OSError as error:
+            raise UserError(f"cannot lock --output_dir {display_name(output_dir)}: "
+                            f"{error.strerror or error}; choose a folder on a local disk")
+        try:  # who holds it, for the message above
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as error:
+            raise _cannot_write(output_dir, error)
+        _HELD_LOCKS.add(fd)
+        yield
+    finally:
+        _HELD_LOCKS.discard(fd)
+        os.close(fd)
+
+
+def _listed_outputs(path):
+    """The file names a FlowIO report (dataset.json: its shards, labels.txt
+    and itself) or journal ({"files": [...]}) lists, or None when the file is
+    not one: unreadable, not JSON, or naming a file FlowIO never writes (so
+    an edited report can never make FlowIO delete anything else)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+        if isinstance(info, dict) and "files" in info:
+            names = list(info["files"])
+        else:
+            names = [name for split in SPLITS for name in info["shards"].get(split, [])]
+            names += [LABELS_FILE, DATASET_FILE]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not all(isinstance(name, str) and (name in (LABELS_FILE, DATASET_FILE)
+                                          or _SHARD_NAME.match(name)) for name in names):
+        return None
+    return set(names)
+
+
+def _previous_outputs(output_dir, overwrite=False):
+    """The files in output_dir that an earlier FlowIO run wrote: a re-run
+    replaces those and only those.
+
+    A folder that holds anything else and has no FlowIO report (dataset.json,
+    or the journal of a run killed while swapping files) is not FlowIO's
+    output: it is refused, before anything is written, unless overwrite;
+    then only files of the names this run writes are replaced.
+    """
+    try:
+        names = sorted(name for name in os.listdir(output_dir) if not _is_bookkeeping(name))
+    except (FileNotFoundError, NotADirectoryError):
+        return set()  # created (or refused) when the folder is locked
+    except OSError as error:
+        raise _cannot_write(output_dir, error)
+    owned, invalid = set(), []
+    for report in (DATASET_FILE, JOURNAL_FILE):
+        path = os.path.join(output_dir, report)
+        if os.path.lexists(path):
+            listed = _listed_outputs(path)
+            if listed is None:
+                invalid.append(report)
+            else:
+                owned |= listed
+    if names and (invalid or not owned) and not overwrite:
+        why = (f"its {', '.join(invalid)} is not a FlowIO.py report" if invalid else
+               f"it holds files FlowIO.py did not write ({_some(names)})")
+        raise UserError(
+            f"--output_dir {display_name(output_dir)} is not empty and not FlowIO.py's "
+            f"output: {why}; choose an empty or new folder, or add --overwrite to write "
+            f"there anyway (it replaces only files named as FlowIO.py's: {LABELS_FILE}, "
+            f"{DATASET_FILE}, train-/validation-NNNNN-of-NNNNN.tfrecord)")
+    return owned
+
+
+def _replace_outputs(new_dir, output_dir, names, previous):
+    """Moves the finished files in, and removes the rest of the previous
+    output: only files FlowIO wrote (previous), never anything else.
 
     dataset.json goes first out and last in: readers need it, so a run killed
     while files are swapped leaves an output that asks to be rebuilt rather
-    than a mix of old and new shards.
+    than a mix of old and new shards. The journal, in place before anything
+    moves, lists both the old and the new files, so the run that rebuilds it
+    still knows which files are FlowIO's.
     """
-    old_info = os.path.join(output_dir, DATASET_FILE)
-    if os.path.exists(old_info):
-        os.remove(old_info)
-    for name in os.listdir(output_dir):
-        if name == LABELS_FILE or (name.endswith(".tfrecord") and name.split("-")[0] in SPLITS):
+    new = names + [LABELS_FILE, DATASET_FILE]
+    journal = os.path.join(new_dir, JOURNAL_FILE)
+    with open(journal, "w", encoding="utf-8") as f:
+        json.dump({"files": sorted(previous | set(new))}, f)
+    os.replace(journal, os.path.join(output_dir, JOURNAL_FILE))
+    leaving = sorted(previous - set(new))
+    for name in ([DATASET_FILE] if DATASET_FILE in previous else []) + leaving:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(output_dir, name))
-    for name in names + [LABELS_FILE, DATASET_FILE]:
+    for name in new:
         os.replace(os.path.join(new_dir, name), os.path.join(output_dir, name))
+    os.remove(os.path.join(output_dir, JOURNAL_FILE))
 
 
 def _remove_stale_temporaries(output_dir):
-    """Temporary folders of runs that were killed before they finished."""
+    """Temporary folders of runs that were killed before they finished. Called
+    only while holding the lock: a run still alive would hold it, so every
+    temporary folder found then is a dead run's."""
     for name in os.listdir(output_dir):
-        if name.startswith(".flowio-tmp-"):
-            shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+        if name.startswith(_TEMPORARY_PREFIXES):
+            path = os.path.join(output_dir, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
 
 
+# ---------------------------------------------------------------------------
+# The conversion's steps
+# ---------------------------------------------------------------------------
 def find_files(image_dir, validation_dir=None):
     """Step 1: every file of the tree(s): (files, skipped, class folders).
 
     files: one dict per file with "tree" ("train" for --image_dir,
     "validation" for --validation_dir), "class_name", "path" and "filename"
-    (the path relative to its tree, stored in the record).
+    (the path relative to its tree, stored in the record). A class folder
+    whose name cannot be a line of labels.txt is a UserError, raised before
+    anything is written.
     """
     trees = [("train", image_dir)] + ([("validation", validation_dir)] if validation_dir else [])
     files, skipped, class_folders = [], [], []
     for tree, root in trees:
-        classes, stray = find_images(root)
+        classes, unusable = find_images(root)
         if tree == "train":
             if not classes:
-                raise UserError(f"--image_dir {root} has no class folders: put one "
-                                f"sub-folder of images per class there")
+                raise UserError(f"--image_dir {display_name(root)} has no class folders: put "
+                                f"one sub-folder of images per class there")
             class_folders = list(classes)
-        skipped.extend({"path": path, "reason": "not inside a class folder"} for path in stray)
+        bad = [(name, problem) for name in classes
+               if (problem := class_name_problem(name)) is not None]
+        if bad:
+            raise UserError(
+                f"{display_name(root)}: class folder name(s) that labels.txt cannot hold: "
+                + "; ".join(f"'{display_name(name)}' {problem}" for name, problem in bad)
+                + ": rename them (a class name is one line of UTF-8 text)")
+        skipped.extend(unusable)
         for class_name, paths in classes.items():
             files.extend({"tree": tree, "class_name": class_name, "path": p,
                           "filename": os.path.relpath(p, root)} for p in paths)
     if not files:
-        raise UserError(f"--image_dir {image_dir} has no files in its class folders")
+        raise UserError(f"--image_dir {display_name(image_dir)} has no files in its class "
+                        f"folders")
     return files, skipped, class_folders
 
 
@@ -378,7 +579,8 @@ def deduplicate(images):
         kept.append(copies[0])
         for c in copies[1:]:
             duplicates.append({"path": c["path"], "duplicate_of": copies[0]["path"]})
-            skipped.append({"path": c["path"], "reason": f"duplicate of {copies[0]['path']}"})
+            skipped.append({"path": c["path"],
+                            "reason": f"duplicate of {display_name(copies[0]['path'])}"})
     return kept, duplicates, conflicts, skipped
 
 
@@ -442,8 +644,15 @@ def write_splits(splits, num_shards, out_dir):
 
 
 def describe(classes, splits, shards, skipped, duplicates, conflicts, empty_classes, options):
-    """Step 7: the dataset.json dict, the report of the run."""
+    """Step 7: the dataset.json dict, the report of the run. Paths are given
+    as imagefile.display_name writes them (a name that is not UTF-8 cannot be
+    JSON text; the records keep its bytes)."""
     all_items = splits["train"] + splits["validation"]
+    skipped = [{"path": display_name(e["path"]), "reason": e["reason"]} for e in skipped]
+    duplicates = [{"path": display_name(d["path"]), "duplicate_of": display_name(d["duplicate_of"])}
+                  for d in duplicates]
+    conflicts = [{"paths": [display_name(p) for p in c["paths"]], "classes": c["classes"]}
+                 for c in conflicts]
     return {
         "classes": classes,
         "counts": {name: {split: sum(1 for i in splits[split] if i["class_name"] == name)
@@ -462,51 +671,67 @@ def describe(classes, splits, shards, skipped, duplicates, conflicts, empty_clas
 
 
 def convert(image_dir, output_dir, validation_ratio=0.2, seed=0, validation_dir=None,
-            max_side=None, num_shards=None, workers=None):
+            max_side=None, num_shards=None, workers=None, overwrite=False):
     """Converts a class-per-folder tree; returns the dataset.json dict.
 
-    Everything is written into a temporary folder inside output_dir and moved
-    into place at the end, so an interrupted run leaves the previous output.
+    The input is checked before anything is written; output_dir is locked
+    for the run (a second run into it is refused). Everything is written into
+    a temporary folder inside output_dir and moved into place at the end, so
+    an interrupted or failed run (a full or read-only disk: one UserError)
+    leaves the previous output. Only files an earlier FlowIO run wrote are
+    replaced; a folder that is not FlowIO's output is refused unless
+    overwrite (see _previous_outputs).
     """
     for name, folder in (("--image_dir", image_dir), ("--validation_dir", validation_dir)):
         if folder is not None and not os.path.isdir(folder):
-            raise UserError(f"{name} {folder} is not a folder: put one sub-folder of "
-                            f"images per class there")
+            raise UserError(f"{name} {display_name(folder)} is not a folder: put one "
+                            f"sub-folder of images per class there")
     if not 0 <= validation_ratio < 1:
         raise UserError(f"--validation_ratio {validation_ratio} must be in [0, 1)")
-    _check_writable(output_dir)
-    _remove_stale_temporaries(output_dir)
     files, skipped, class_folders = find_files(image_dir, validation_dir)
-    tmp_dir = tempfile.mkdtemp(prefix=".flowio-tmp-", dir=output_dir)
-    try:
-        images, unusable = decode_all(files, os.path.join(tmp_dir, "staging"), max_side,
-                                      workers or os.cpu_count() or 1)
-        images, duplicates, conflicts, repeated = deduplicate(images)
-        skipped += unusable + repeated
-        classes, empty_classes = choose_classes(images, class_folders, image_dir,
-                                                validation_dir)
-        splits = split_images(images, classes, validation_ratio, seed,
-                              separate_validation=validation_dir is not None)
-        shards = write_splits(splits, num_shards, tmp_dir)
-        write_labels(tmp_dir, classes)
-        options = {"image_dir": os.path.abspath(image_dir),
-                   "validation_dir": validation_dir and os.path.abspath(validation_dir),
-                   "validation_ratio": validation_ratio, "seed": seed,
-                   "max_side": max_side, "num_shards": num_shards,
-                   "jpeg_quality": JPEG_QUALITY}
-        info = describe(classes, splits, shards, skipped, duplicates, conflicts,
-                        empty_classes, options)
-        with open(os.path.join(tmp_dir, DATASET_FILE), "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=1, ensure_ascii=False)
-        _replace_outputs(tmp_dir, output_dir, shards["train"] + shards["validation"])
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+    _previous_outputs(output_dir, overwrite)  # a foreign folder is refused untouched
+    with _lock_output_dir(output_dir):
+        _check_writable(output_dir)
+        _remove_stale_temporaries(output_dir)
+        previous = _previous_outputs(output_dir, overwrite)  # now that no run can change it
+        tmp_dir = None
+        try:
+            tmp_dir = tempfile.mkdtemp(prefix=_TEMPORARY_PREFIXES[0], dir=output_dir)
+            images, unusable = decode_all(files, os.path.join(tmp_dir, "staging"), max_side,
+                                          workers or os.cpu_count() or 1)
+            images, duplicates, conflicts, repeated = deduplicate(images)
+            skipped += unusable + repeated
+            classes, empty_classes = choose_classes(images, class_folders, image_dir,
+                                                    validation_dir)
+            splits = split_images(images, classes, validation_ratio, seed,
+                                  separate_validation=validation_dir is not None)
+            shards = write_splits(splits, num_shards, tmp_dir)
+            write_labels(tmp_dir, classes)
+            options = {"image_dir": display_name(os.path.abspath(image_dir)),
+                       "validation_dir": validation_dir
+                       and display_name(os.path.abspath(validation_dir)),
+                       "validation_ratio": validation_ratio, "seed": seed,
+                       "max_side": max_side, "num_shards": num_shards,
+                       "jpeg_quality": JPEG_QUALITY}
+            info = describe(classes, splits, shards, skipped, duplicates, conflicts,
+                            empty_classes, options)
+            with open(os.path.join(tmp_dir, DATASET_FILE), "w", encoding="utf-8") as f:
+                json.dump(info, f, indent=1, ensure_ascii=False)
+            _replace_outputs(tmp_dir, output_dir, shards["train"] + shards["validation"],
+                             previous)
+        except (OSError, tf.errors.OpError) as error:
+            # Reading the images cannot get here (imagefile turns that into a
+            # skipped file): this is our own writing, to a full or read-only disk.
+            raise _cannot_write(output_dir, error) from None
+        finally:
+            if tmp_dir is not None:
+                shutil.rmtree(tmp_dir, ignore_errors=True)
     return info
 
 
 def _print_report(info, output_dir):
     total = sum(info["num_examples"].values())
-    print(f"{total} images in {len(info['classes'])} classes -> {output_dir}: "
+    print(f"{total} images in {len(info['classes'])} classes -> {display_name(output_dir)}: "
           f"train {info['num_examples']['train']} in {len(info['shards']['train'])} shard(s), "
           f"validation {info['num_examples']['validation']} in "
           f"{len(info['shards']['validation'])} shard(s)")
@@ -524,7 +749,7 @@ def _print_report(info, output_dir):
     if info["label_conflicts"]:
         print(f"{len(info['label_conflicts'])} image(s) appear in more than one class: "
               "fix the labels and re-run")
-    print(f"report: {os.path.join(output_dir, DATASET_FILE)}")
+    print(f"report: {display_name(os.path.join(output_dir, DATASET_FILE))}")
 
 
 def parse_args(argv=None):
@@ -548,13 +773,19 @@ def parse_args(argv=None):
                         help="shards per split (default: ~100 MB each, several when large)")
     parser.add_argument("--workers", type=cli.positive_int, default=None,
                         help="processes decoding images (default: all cores)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty folder that is not FlowIO.py's output; "
+                             "only files of the names FlowIO.py writes (labels.txt, "
+                             "dataset.json, train-/validation-NNNNN-of-NNNNN.tfrecord) "
+                             "are replaced, nothing else there is touched")
     return parser.parse_args(argv)
 
 
 def main():
     args = parse_args()
     info = convert(args.image_dir, args.output_dir, args.validation_ratio, args.seed,
-                   args.validation_dir, args.max_side, args.num_shards, args.workers)
+                   args.validation_dir, args.max_side, args.num_shards, args.workers,
+                   args.overwrite)
     _print_report(info, args.output_dir)
 
 
@@ -691,7 +922,8 @@ def make_dataset(data_dir, split, image_size, batch_size, training, seed=None,
         raise UserError(f"{data_dir} has no {split} records: re-run FlowIO.py "
                         f"with --validation_ratio above 0 or --validation_dir")
     autotune = tf.data.AUTOTUNE
-    files = tf.data.Dataset.from_tensor_slices(paths)
+    # As bytes: a folder name need not be UTF-8, and a tf.string from str must be.
+    files = tf.data.Dataset.from_tensor_slices([os.fsencode(path) for path in paths])
     if training:
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     # Unseeded training takes records in whatever order they arrive (faster).
@@ -725,15 +957,16 @@ def explain_data_error(data_dir, split, error):
     num_classes = len(load_dataset_info(data_dir)["classes"])
     for path in shard_paths(data_dir, split):
         try:
-            for record in tf.compat.v1.io.tf_record_iterator(path):
+            for record in tf.compat.v1.io.tf_record_iterator(os.fsencode(path)):
                 label = tf.train.Example.FromString(record).features.feature[
                     "image/class/label"].int64_list.value
                 if not label or not 0 <= label[0] < num_classes:
-                    return UserError(f"{path} has a record labelled {list(label)}, outside "
-                                     f"the {num_classes} classes of {data_dir}/{DATASET_FILE}: "
-                                     f"re-run FlowIO.py to rebuild {data_dir}")
+                    return UserError(f"{display_name(path)} has a record labelled "
+                                     f"{list(label)}, outside the {num_classes} classes of "
+                                     f"{data_dir}/{DATASET_FILE}: re-run FlowIO.py to "
+                                     f"rebuild {data_dir}")
         except tf.errors.DataLossError as shard_error:
-            return UserError(f"{path} is damaged ({cli.reason(shard_error)}): "
+            return UserError(f"{display_name(path)} is damaged ({cli.reason(shard_error)}): "
                              f"re-run FlowIO.py to rebuild {data_dir}")
     return UserError(f"reading {data_dir} failed ({cli.reason(error)}): re-run FlowIO.py")
 

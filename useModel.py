@@ -3,8 +3,11 @@
     python useModel.py IMAGE|FOLDER|GLOB [...] [--model_dir models] [--top_k 3]
                        [--threshold P] [--json] [--checkpoint PATH|best]
 
-Folders are searched recursively; a file that cannot be read gets one error
-line (or a JSON entry with "error") and the others go on. The exit code is
+Folders are searched recursively; a file that cannot be used (not an image,
+broken, too large or too thin, not a regular file: a pipe or device is never
+opened) gets one error line (or a JSON entry with "error") and the others go
+on. Names that are not UTF-8 are printed with their odd bytes as \\xNN, so the
+output (and --json's) is always valid UTF-8. The exit code is
 non-zero only when nothing could be classified. Each image is decoded and
 preprocessed exactly as FlowIO.py stores it and Evaluation.py reads it (EXIF
 orientation, colour conversion, --max_side, centre crop).
@@ -26,10 +29,13 @@ layout TensorFlow Serving watches). Its "serving_default" signature takes
 `image_bytes`, a 1-D string tensor of encoded images (JPEG, PNG, GIF, BMP,
 WebP), and returns, for each image, every class most probable first:
 `classes` [batch, num_classes] (names), `probabilities` [batch, num_classes]
-and `class_ids` [batch, num_classes] (indices into labels.txt). The graph
-is built from code (modeldir.build_network + FlowIO.preprocess_for_eval) and only the
-checkpoint's variables are read. TensorFlow's decoders ignore EXIF, so
-clients must send upright images (useModel.py and FlowIO.py rotate by EXIF).
+and `class_ids` [batch, num_classes] (indices into labels.txt). An image
+whose header claims a size outside imagefile.py's rule (too large, too thin)
+or that is none of those formats fails the request with InvalidArgument before
+anything is decoded. The graph is built from code (modeldir.build_network +
+FlowIO.preprocess_for_eval) and only the checkpoint's variables are read.
+TensorFlow's decoders ignore EXIF, so clients must send upright images
+(useModel.py and FlowIO.py rotate by EXIF).
 
 --export_tflite writes a TensorFlow Lite model taking RGB pixels, float32
 0..255, [N, size, size, 3] (shorter side resized to ceil(size / 0.875), then
@@ -94,14 +100,16 @@ class Classifier:
         for start in range(0, len(paths), self.batch_size):
             batch, encoded = [], []
             for result in results[start:start + self.batch_size]:
-                try:
+                try:  # BadImage is all that one file can raise (imagefile.py)
                     encoded.append(imagefile.encode_image_file(result["path"], max_side)[0])
                     batch.append(result)
                 except imagefile.BadImage as error:
                     result["error"] = str(error)
             if not encoded:
                 continue
-            for result, row in zip(batch, self.probabilities(encoded)):
+            for result, row in zip(batch, self._rows(batch, encoded)):
+                if row is None:
+                    continue
                 order = np.argsort(-row)[:max(1, top_k)]
                 result["predictions"] = [{"label": self.labels[i], "probability": float(row[i])}
                                          for i in order]
@@ -109,6 +117,23 @@ class Classifier:
                 unsure = threshold is not None and best["probability"] < threshold
                 result["label"] = "unknown" if unsure else best["label"]
         return results
+
+    def _rows(self, batch, encoded):
+        """Probabilities per image; an image TensorFlow's decoder refuses
+        although Pillow read it gets an "error" and row None, and the rest
+        of its batch is still classified."""
+        try:
+            return self.probabilities(encoded)
+        except tf.errors.InvalidArgumentError:
+            rows = []
+            for result, data in zip(batch, encoded):
+                try:
+                    rows.append(self.probabilities([data])[0])
+                except tf.errors.InvalidArgumentError as error:
+                    result["error"] = ("TensorFlow cannot decode it: "
+                                       + error.message.splitlines()[0])
+                    rows.append(None)
+            return rows
 
     def close(self):
         self._session.close()
@@ -138,6 +163,89 @@ def _starts_with(data, prefix, offset=0):
     return tf.equal(head, prefix)
 
 
+# The signatures TensorFlow's decode_image dispatches on (decode_image_op.cc).
+_SIGNATURES = {"jpeg": b"\xff\xd8\xff", "png": b"\x89PNG\r\n\x1a\n", "gif": b"GIF8",
+               "bmp": b"BM"}
+
+
+def header_size(encoded):
+    """(height, width) that an image's header claims, as int64 scalars, read
+    without decoding it: JPEG by tf.io.extract_jpeg_shape (the header only),
+    PNG from IHDR, GIF from its logical screen, BMP as TensorFlow's decoder
+    reads it (int32 at 18 and 22, height signed), WebP from its VP8, VP8L or
+    VP8X chunk. (-1, -1) for anything else, which no decoder then sees."""
+    padded = tf.strings.join([encoded, b"\0" * 32])  # substr never runs past the end
+    head = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, 0, 32), tf.uint8), tf.int64)
+
+    def number(start, length, big_endian=False):
+        shifts = range(length)[::-1] if big_endian else range(length)
+        return tf.add_n([head[start + i] * (1 << (8 * shift)) for i, shift in enumerate(shifts)])
+
+    def int32(start):  # little-endian, signed
+        value = number(start, 4)
+        return tf.where(value >= 2**31, value - 2**32, value)
+
+    def jpeg():
+        shape = tf.cast(tf.io.extract_jpeg_shape(encoded), tf.int64)
+        return shape[0], shape[1]
+
+    def png():  # IHDR must be the first chunk; otherwise no size, and refused
+        ihdr = _starts_with(padded, b"IHDR", 12)
+        return (tf.where(ihdr, number(20, 4, True), 0), tf.where(ihdr, number(16, 4, True), 0))
+
+    def webp():
+        chunk = tf.strings.substr(padded, 12, 4)
+        bits = number(21, 4)
+        return tf.case([
+            (tf.equal(chunk, b"VP8 "), lambda: (tf.bitwise.bitwise_and(number(28, 2), 0x3FFF),
+                                               tf.bitwise.bitwise_and(number(26, 2), 0x3FFF))),
+            (tf.equal(chunk, b"VP8L"), lambda: (
+                tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 14), 0x3FFF) + 1,
+                tf.bitwise.bitwise_and(bits, 0x3FFF) + 1)),
+            (tf.equal(chunk, b"VP8X"), lambda: (number(27, 3) + 1, number(24, 3) + 1))],
+            default=lambda: (tf.constant(0, tf.int64), tf.constant(0, tf.int64)))
+
+    return tf.case([
+        (_starts_with(padded, _SIGNATURES["jpeg"]), jpeg),
+        (_starts_with(padded, _SIGNATURES["png"]), png),
+        (_starts_with(padded, _SIGNATURES["gif"]), lambda: (number(8, 2), number(6, 2))),
+        (_starts_with(padded, _SIGNATURES["bmp"]), lambda: (tf.abs(int32(22)), int32(18))),
+        (tf.logical_and(_starts_with(padded, b"RIFF"), _starts_with(padded, b"WEBP", 8)), webp)],
+        default=lambda: (tf.constant(-1, tf.int64), tf.constant(-1, tf.int64)))
+
+
+def size_is_allowed(height, width):
+    """imagefile.size_problem's rule, as a TensorFlow bool: the same limits
+    (MAX_SIDE, MAX_PIXELS, MAX_ASPECT_RATIO) in the served graph."""
+    longer, shorter = tf.maximum(height, width), tf.minimum(height, width)
+    # Clamped so the product cannot overflow int64 (a PNG side may be 2^32 - 1);
+    # a side over MAX_SIDE fails anyway.
+    side = imagefile.MAX_SIDE + 1
+    area = tf.minimum(height, side) * tf.minimum(width, side)
+    return tf.reduce_all([shorter >= 1, longer <= imagefile.MAX_SIDE,
+                          area <= imagefile.MAX_PIXELS,
+                          longer <= imagefile.MAX_ASPECT_RATIO * shorter])
+
+
+def check_image_header(encoded):
+    """encoded, once its header passes the image-size rule: a request with a
+    PNG of a few hundred KB claiming 12,000x12,000 pixels gets InvalidArgument
+    before any decoder allocates them (it pushed a server past 6 GB), and the
+    server goes on serving."""
+    height, width = header_size(encoded)
+    known = height >= 0
+    checks = [
+        tf.debugging.Assert(known, ["not a JPEG, PNG, GIF, BMP or WebP image"]),
+        tf.debugging.Assert(tf.logical_or(tf.logical_not(known), size_is_allowed(height, width)), [
+            tf.strings.format(
+                "image of {}x{} pixels refused: each side must be 1 to {} pixels, at most {} "
+                "pixels in all, the longer side at most {} times the shorter",
+                (width, height, imagefile.MAX_SIDE, imagefile.MAX_PIXELS,
+                 imagefile.MAX_ASPECT_RATIO))])]
+    with tf.control_dependencies(checks):
+        return tf.identity(encoded)
+
+
 def serving_preprocess(encoded, image_size):
     """Encoded bytes of any image TensorFlow decodes -> the network input.
 
@@ -149,7 +257,10 @@ def serving_preprocess(encoded, image_size):
     and re-encoded as FlowIO would, so the network sees what it was trained
     on. Not replicated: EXIF orientation (TensorFlow ignores EXIF) and
     --max_side (the image is shrunk to image_size / 0.875 anyway).
+    Every image first passes check_image_header: the image-size rule of
+    imagefile.py, from the header, before anything is decoded.
     """
+    encoded = check_image_header(encoded)
     # Room for the longest signature check, so substr never runs past the end.
     padded = tf.strings.join([encoded, b"\0" * 12])
     is_jpeg = _starts_with(padded, b"\xff\xd8\xff")
@@ -316,18 +427,23 @@ def export_tflite(model_dir, path, checkpoint=None):
 
 def expand_inputs(inputs):
     """Files, folders (recursively, hidden entries skipped) and glob patterns ->
-    (paths, problems) where problems are inputs that matched nothing."""
+    (paths, problems) where problems are inputs that matched nothing and
+    folders that could not be listed. Entries that are not regular files (a
+    pipe, a socket, a device) are kept, not opened: Classifier.predict
+    reports each by path (imagefile.read_image_file refuses them unread)."""
     paths, problems = [], []
     for item in inputs:
         if os.path.isdir(item):
-            found = FlowIO.walk_files(item)
-            if not found:
+            found, unlisted = FlowIO.walk_files(item)
+            problems.extend({"path": u["path"], "error": u["reason"]} for u in unlisted)
+            if not found and not unlisted:
                 problems.append({"path": item, "error": "folder has no files"})
             paths.extend(found)
         elif os.path.exists(item):
             paths.append(item)
         elif glob.has_magic(item):
-            matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            # Everything a pattern matches but folders (a pattern names files).
+            matches = sorted(p for p in glob.glob(item, recursive=True) if not os.path.isdir(p))
             if not matches:
                 problems.append({"path": item, "error": "pattern matches no file"})
             paths.extend(matches)
@@ -363,14 +479,15 @@ def main():
     document = {}
     if args.export:
         path, checkpoint = export_saved_model(args.model_dir, args.export, args.checkpoint)
-        document["saved_model"] = path
+        document["saved_model"] = imagefile.display_name(path)
         if not args.json:
             print(f"exported {checkpoint} -> {path} (signature serving_default: "
                   f"{SERVING_INPUT} -> classes, probabilities, class_ids)")
     if args.export_tflite:
         path, labels_path, checkpoint = export_tflite(args.model_dir, args.export_tflite,
                                                       args.checkpoint)
-        document.update(tflite=path, tflite_labels=labels_path)
+        document.update(tflite=imagefile.display_name(path),
+                        tflite_labels=imagefile.display_name(labels_path))
         if not args.json:
             print(f"exported {checkpoint} -> {path} (float32 RGB 0..255 pixels in, "
                   f"probabilities out; class names in {labels_path})")
@@ -382,10 +499,13 @@ def main():
     classifier = Classifier(args.model_dir, args.checkpoint, args.batch_size)
     results = problems + classifier.predict(paths, args.top_k, args.threshold)
     classified = sum(1 for r in results if "predictions" in r)
+    for result in results:  # printable and valid JSON whatever bytes a name holds
+        result["path"] = imagefile.display_name(result["path"])
     if args.json:
         if document:
             document = {"exported": document}
-        document.update(checkpoint=classifier.checkpoint, results=results)
+        document.update(checkpoint=imagefile.display_name(classifier.checkpoint),
+                        results=results)
         print(json.dumps(document, ensure_ascii=False, indent=1))
     else:
         for result in results:

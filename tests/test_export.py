@@ -16,6 +16,7 @@ import FlowIO
 import modeldir
 import useModel
 from conftest import run_script
+from test_hostile_inputs import png
 
 pytestmark = pytest.mark.slow  # the scripts run as subprocesses
 
@@ -141,6 +142,45 @@ def test_saved_model_takes_other_formats_as_flowio_stores_them(exported, colour_
         np.testing.assert_allclose(row, expected[name], atol=1e-2, err_msg=name)
     with pytest.raises(tf.errors.InvalidArgumentError):
         serving(image_bytes=tf.constant([b"not an image"]))
+
+
+def peak_rss_mb_since_reset():
+    """This process's peak resident memory (VmHWM) in MB; reset_peak_rss()
+    starts a new measurement (Linux: /proc/self/clear_refs, "5")."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
+def reset_peak_rss():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def test_saved_model_refuses_an_oversized_image_from_its_header(exported, sample_images):
+    """A 140 KB PNG of 12,000 x 12,000 pixels (144 MB as pixels, several times
+    that through the graph) pushed a server past 6 GB. Now the header is
+    checked first: InvalidArgument, no memory spent, and the server goes on."""
+    serving = tf.saved_model.load(exported["saved_model"]).signatures["serving_default"]
+    _, encoded = sample_images
+    good = encoded[sorted(encoded)[0]]
+    serving(image_bytes=tf.constant([good]))  # everything loaded and warm
+    big, thin = png(12_000, 12_000), png(60_000, 1)
+    try:
+        reset_peak_rss()
+    except OSError:
+        pytest.skip("cannot reset the peak-memory counter here")
+    start = peak_rss_mb_since_reset()
+    for data, size in ((big, "12000x12000"), (thin, "60000x1")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"image of {size} pixels refused"):
+            serving(image_bytes=tf.constant([good, data]))
+    assert peak_rss_mb_since_reset() - start < 50
+    outputs = serving(image_bytes=tf.constant([good]))
+    assert outputs["classes"].shape[0] == 1
+    # The measurement would have seen it: decoding alone takes the pixels' size.
+    reset_peak_rss()
+    start = peak_rss_mb_since_reset()
+    assert tf.io.decode_png(big).shape == (12_000, 12_000, 1)
+    assert peak_rss_mb_since_reset() - start > 100
 
 
 def test_tflite_model_runs_and_agrees(exported, sample_images, trained_model):

@@ -2,6 +2,7 @@
 import io
 import json
 import os
+import socket
 import struct
 import zlib
 
@@ -13,6 +14,7 @@ from PIL import Image
 import FlowIO
 import imagefile
 from conftest import run_script
+from test_hostile_inputs import NOT_UTF8, cut_jpeg, png, strict_json
 
 pytestmark = pytest.mark.slow  # the scripts run as subprocesses
 
@@ -104,18 +106,36 @@ def build_messy_tree(root):
     save(noise(), p("猫 咪", "照片 2.png"))
     # A file outside any class folder.
     write_bytes(p("notes.txt"), b"where the photos came from")
+    # Hostile files: what is not a regular file (never opened: a pipe would
+    # hang the run), sizes that cost memory or break the JPEG re-encode, a JPEG
+    # cut in half with its end marker appended (Pillow pads it grey), and
+    # names that are not UTF-8 (the usable one lands, under its own bytes).
+    os.mkfifo(p("cats", "pipe.jpg"))
+    os.symlink(p("cats", "pipe.jpg"), p("cats", "link_to_pipe.jpg"))
+    os.symlink("/dev/zero", p("cats", "link_to_device.jpg"))
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(p("cats", "socket.jpg"))
+    write_bytes(p("cats", "wide.png"), png(70_000, 1))
+    write_bytes(p("cats", "thin.png"), png(60_000, 1))
+    buffer = io.BytesIO()
+    noise((200, 200)).save(buffer, "JPEG", quality=95)
+    write_bytes(p("cats", "cut.jpg"), cut_jpeg(buffer.getvalue()))
+    save(noise(), p("dogs", NOT_UTF8 + ".png"))
+    write_bytes(p("dogs", NOT_UTF8 + "\n.jpg"), b"not an image")
 
     expected = {
         "cats": sorted(["a.jpg", "UPPER.JPG", os.path.join("sub", "deeper.png")]),
         "dogs": sorted(["cmyk.jpg", "gray16.png", "palette.png", "rgba.png", "la.png",
                         "gray.png", "anim.gif", "rotated.jpg", "pic.webp", "pic.tiff",
-                        "pic.bmp", "png_named.jpg"]),
+                        "pic.bmp", "png_named.jpg", NOT_UTF8 + ".png"]),
         "猫 咪": sorted(["照片 1.JPG", "照片 2.png"]),
     }
     reported = {p("cats", f) for f in ("zz_copy.jpg", "empty.jpg", "text.jpg", "page.png",
                                        "README.txt", "truncated.jpg", "conflict.png")}
     reported |= {p("dogs", "huge.png"), p("dogs", "conflict.png"),
-                 p("broken_class", "bad.jpg"), p("notes.txt")}
+                 p("broken_class", "bad.jpg"), p("notes.txt"), p("dogs", NOT_UTF8 + "\n.jpg")}
+    reported |= {p("cats", f) for f in ("pipe.jpg", "link_to_pipe.jpg", "link_to_device.jpg",
+                                       "socket.jpg", "wide.png", "thin.png", "cut.jpg")}
     return expected, reported
 
 
@@ -130,7 +150,7 @@ def read_records(data_dir, info):
                 encoded = f["image/encoded"].bytes_list.value[0]
                 records[split].append((
                     info["classes"][f["image/class/label"].int64_list.value[0]],
-                    f["image/filename"].bytes_list.value[0].decode("utf-8"),
+                    os.fsdecode(f["image/filename"].bytes_list.value[0]),  # any bytes
                     np.asarray(Image.open(io.BytesIO(encoded))),
                     f["image/height"].int64_list.value[0], f["image/width"].int64_list.value[0]))
                 assert f["image/format"].bytes_list.value[0] == b"jpeg"
@@ -142,10 +162,10 @@ def messy(tmp_path_factory):
     root = tmp_path_factory.mktemp("messy")
     image_dir, data_dir = str(root / "images"), str(root / "records")
     expected, reported = build_messy_tree(image_dir)
+    # A pipe opened for reading would hang the run: the timeout ends the test.
     result = run_script("FlowIO.py", "--image_dir", image_dir, "--output_dir", data_dir,
-                        "--validation_ratio", "0.34", "--workers", "2", timeout=300)
-    with open(os.path.join(data_dir, "dataset.json"), encoding="utf-8") as f:
-        info = json.load(f)
+                        "--validation_ratio", "0.34", "--workers", "2", timeout=120)
+    info = strict_json(os.path.join(data_dir, "dataset.json"))  # valid UTF-8 whatever the names
     return dict(image_dir=image_dir, data_dir=data_dir, expected=expected, reported=reported,
                 info=info, records=read_records(data_dir, info), stdout=result.stdout)
 
@@ -163,8 +183,9 @@ def test_exactly_the_usable_files_land_under_their_class(messy):
 
 def test_every_unusable_file_is_reported_with_a_reason(messy):
     skipped = {entry["path"]: entry["reason"] for entry in messy["info"]["skipped"]}
-    assert set(skipped) == messy["reported"]
-    p = lambda *parts: os.path.join(messy["image_dir"], *parts)
+    # Reported as imagefile.display_name writes them: ordinary names unchanged.
+    assert set(skipped) == {imagefile.display_name(path) for path in messy["reported"]}
+    p = lambda *parts: imagefile.display_name(os.path.join(messy["image_dir"], *parts))
     assert skipped[p("cats", "empty.jpg")] == "empty file"
     assert "not an image" in skipped[p("cats", "text.jpg")]
     assert "broken image" in skipped[p("cats", "truncated.jpg")]
@@ -172,12 +193,20 @@ def test_every_unusable_file_is_reported_with_a_reason(messy):
     assert "duplicate of" in skipped[p("cats", "zz_copy.jpg")]
     assert "cats, dogs" in skipped[p("dogs", "conflict.png")]
     assert "class folder" in skipped[p("notes.txt")]
+    for name in ("pipe.jpg", "link_to_pipe.jpg"):
+        assert skipped[p("cats", name)] == "not a regular file (a named pipe): not read"
+    assert "(a character device)" in skipped[p("cats", "link_to_device.jpg")]
+    assert "(a socket)" in skipped[p("cats", "socket.jpg")]
+    assert "a side over 65,500" in skipped[p("cats", "wide.png")]
+    assert "too thin" in skipped[p("cats", "thin.png")]
+    assert "premature end of data segment" in skipped[p("cats", "cut.jpg")]
+    assert p("dogs", "caf\\xe9\\n.jpg") in skipped  # one escaped line, not two
     assert messy["info"]["empty_classes"] == ["broken_class", "empty_class"]
     assert messy["info"]["label_conflicts"][0]["classes"] == ["cats", "dogs"]
     assert messy["info"]["duplicates"] == [{"path": p("cats", "zz_copy.jpg"),
                                             "duplicate_of": p("cats", "a.jpg")}]
     for path in skipped:  # the printed report names every skipped file too
-        assert path in messy["stdout"]
+        assert f"  {path}: " in messy["stdout"]
 
 
 def test_images_are_normalised_to_upright_8_bit_rgb(messy):
@@ -212,7 +241,7 @@ def test_prediction_preprocessing_equals_evaluation_pipeline(messy):
     compared = 0
     for images, _, filenames in dataset:
         for image, filename in zip(images.numpy(), filenames.numpy()):
-            path = os.path.join(messy["image_dir"], filename.decode("utf-8"))
+            path = os.path.join(messy["image_dir"], os.fsdecode(filename))  # any bytes
             encoded, _, _ = imagefile.encode_image_file(path)
             np.testing.assert_array_equal(FlowIO.preprocess_for_eval(encoded, 32).numpy(), image)
             compared += 1
@@ -231,8 +260,10 @@ def test_rerun_replaces_output_and_is_deterministic(messy, tmp_path):
     with open(os.path.join(data_dir, "dataset.json"), encoding="utf-8") as f:
         second = json.load(f)
     assert second["fingerprint"] == first["fingerprint"] == messy["info"]["fingerprint"]
+    # The old shards went, the killed run's temporary folder too; the lock file stays.
     assert sorted(os.listdir(data_dir)) == sorted(
-        ["dataset.json", "labels.txt"] + second["shards"]["train"] + second["shards"]["validation"])
+        [FlowIO.LOCK_FILE, "dataset.json", "labels.txt"] + second["shards"]["train"]
+        + second["shards"]["validation"])
     records = read_records(data_dir, second)
     assert sum(len(r) for r in records.values()) == sum(len(v) for v in messy["expected"].values())
 
