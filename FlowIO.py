@@ -39,7 +39,8 @@ if __name__ == "__main__":
 import tensorflow as tf
 
 from cli import UserError
-from imagefile import JPEG_QUALITY, BadImage, encode_image_bytes
+from imagefile import (EVAL_CROP, JPEG_QUALITY, BadImage, encode_image_bytes, is_hidden,
+                       walk_files)
 
 # ---------------------------------------------------------------------------
 # Facts shared by the write and the read side
@@ -50,50 +51,22 @@ SPLITS = ("train", "validation")
 # Input normalisation, in 0..255 units: ImageNet's per-channel mean and std.
 MEAN_RGB = (123.68, 116.78, 103.94)
 STD_RGB = (58.40, 57.12, 57.38)
-# Evaluation resizes the shorter side to image_size / EVAL_CROP, then takes the
-# central image_size square (the usual 87.5% centre crop).
-EVAL_CROP = 0.875
+# EVAL_CROP, evaluation's centre crop, is imagefile.py's: clients apply it
+# there without TensorFlow.
 # Training crops cover this fraction range of the image area, then flip.
 TRAIN_CROP_AREA = (0.25, 1.0)
-
-IGNORED_FILES = {"Thumbs.db", "desktop.ini"}
 
 
 # ---------------------------------------------------------------------------
 # Finding the images
 # ---------------------------------------------------------------------------
-def _is_hidden(name):
-    return name.startswith(".") or name in IGNORED_FILES
-
-
-def walk_files(folder):
-    """Every non-hidden file under folder, sorted.
-
-    Symlinked folders are followed, except into a folder already walked or an
-    ancestor of `folder` (a symlink loop, or a link that would pull other
-    classes into this one), so the walk always ends.
-    """
-    top = os.path.realpath(folder)
-    seen_dirs = set()
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen_dirs or top.startswith(real + os.sep):
-            dirs[:] = []
-            continue
-        seen_dirs.add(real)
-        dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
-        found.extend(os.path.join(root, f) for f in files if not _is_hidden(f))
-    return sorted(found)
-
-
 def find_images(image_dir):
     """{class name: [file paths]} for a class-per-folder tree, and the files
     outside any class folder (which cannot be labelled)."""
     classes, stray = {}, []
     for entry in sorted(os.listdir(image_dir)):
         path = os.path.join(image_dir, entry)
-        if _is_hidden(entry):
+        if is_hidden(entry):
             continue
         if os.path.isdir(path):
             classes[entry] = walk_files(path)
