@@ -219,44 +219,6 @@ def test_prediction_preprocessing_equals_evaluation_pipeline(messy):
     assert compared == messy["info"]["num_examples"]["train"]
 
 
-def test_pillow_eval_pixels_equal_the_graph(messy):
-    """imagefile.eval_pixels (the exports' pixel contract, without TensorFlow)
-    gives what preprocess_for_eval gives before normalising, on every kind of
-    file of the messy tree and at sizes that shrink and that enlarge."""
-    compared = 0
-    for class_name, names in messy["expected"].items():
-        for name in names:
-            path = os.path.join(messy["image_dir"], class_name, name)
-            encoded, _, _ = imagefile.encode_image_file(path)
-            for size in (16, 32, 48):
-                graph = FlowIO.preprocess_for_eval(encoded, size) * FlowIO.STD_RGB \
-                    + FlowIO.MEAN_RGB
-                np.testing.assert_allclose(imagefile.eval_pixels(encoded, size), graph,
-                                           atol=0.02, err_msg=path)
-                compared += 1
-    assert compared >= 30
-
-
-def test_pillow_decodes_jpegs_to_tensorflows_pixels(tmp_path):
-    """imagefile.decode_jpeg_as_tensorflow equals tf.io.decode_jpeg bit for bit:
-    4:4:4, 4:2:2 and 4:2:0, baseline and progressive, odd, tiny and 2-wide
-    sizes, low and high quality."""
-    rng = np.random.default_rng(7)
-    cases = [(h, w, sub, q, prog) for (h, w) in ((1, 1), (3, 2), (5, 4), (17, 31), (64, 48))
-             for sub in (0, 1, 2) for q, prog in ((50, False), (95, True))]
-    for h, w, subsampling, quality, progressive in cases:
-        smooth = Image.fromarray(rng.integers(0, 256, (3, 3, 3), dtype=np.uint8))
-        pixels = np.asarray(smooth.resize((w, h), Image.BICUBIC), dtype=np.float64)
-        pixels = np.clip(pixels + rng.normal(0, 20, pixels.shape), 0, 255).astype(np.uint8)
-        path = tmp_path / "a.jpg"
-        Image.fromarray(pixels).save(path, quality=quality, subsampling=subsampling,
-                                     progressive=progressive)
-        encoded = path.read_bytes()
-        np.testing.assert_array_equal(imagefile.decode_jpeg_as_tensorflow(encoded),
-                                      tf.io.decode_jpeg(encoded, channels=3).numpy(),
-                                      err_msg=str((h, w, subsampling, quality, progressive)))
-
-
 def test_rerun_replaces_output_and_is_deterministic(messy, tmp_path):
     data_dir = str(tmp_path / "out")
     args = ("--image_dir", messy["image_dir"], "--output_dir", data_dir, "--validation_ratio",
