@@ -40,16 +40,16 @@ import numpy as np
 
 import cli
 
-cli.configure_environment()  # before TensorFlow loads (classifier, saved_model)
-
 
 def load_classifier(model, args):
+    cli.configure_environment()  # loads TensorFlow: only the TensorFlow runtimes call it
     import useModel
     classifier = useModel.Classifier(model, batch_size=args.batch_size)
     return classifier.predict, None
 
 
 def load_saved_model(model, args):
+    cli.configure_environment()
     import tensorflow as tf
     serve = tf.saved_model.load(model).signatures["serving_default"]
 
@@ -86,7 +86,8 @@ def load_litert(model, args):
 
 def load_onnx(model, args):
     import onnx_predict
-    classifier = onnx_predict.OnnxClassifier(model, batch_size=args.batch_size)
+    classifier = onnx_predict.OnnxClassifier(model, batch_size=args.batch_size,
+                                             threads=args.threads)
 
     prepare = lambda paths: np.stack([onnx_predict.image_pixels(p, classifier.image_size,
                                                                 classifier.max_side)
@@ -127,7 +128,8 @@ def main():
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--batch_runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                        help="LiteRT's threads (default: every core, as the others use)")
+                        help="LiteRT's and ONNX Runtime's threads (default: every core, "
+                             "as TensorFlow uses)")
     args = parser.parse_args()
     with open(args.image_list, encoding="utf-8") as f:
         paths = [line.strip() for line in f if line.strip()]
