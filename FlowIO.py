@@ -45,7 +45,8 @@ if __name__ == "__main__":
 import tensorflow as tf
 
 from cli import UserError
-from imagefile import JPEG_QUALITY, BadImage, display_name, encode_image_bytes, read_image_file
+from imagefile import (EVAL_CROP, JPEG_QUALITY, BadImage, display_name, encode_image_bytes,
+                       is_hidden, read_image_file, walk_files)
 
 # ---------------------------------------------------------------------------
 # Facts shared by the write and the read side
@@ -60,51 +61,15 @@ SPLITS = ("train", "validation")
 # Input normalisation, in 0..255 units: ImageNet's per-channel mean and std.
 MEAN_RGB = (123.68, 116.78, 103.94)
 STD_RGB = (58.40, 57.12, 57.38)
-# Evaluation resizes the shorter side to image_size / EVAL_CROP, then takes the
-# central image_size square (the usual 87.5% centre crop).
-EVAL_CROP = 0.875
+# EVAL_CROP, evaluation's centre crop, is imagefile.py's: clients apply it
+# there without TensorFlow.
 # Training crops cover this fraction range of the image area, then flip.
 TRAIN_CROP_AREA = (0.25, 1.0)
-
-IGNORED_FILES = {"Thumbs.db", "desktop.ini"}
 
 
 # ---------------------------------------------------------------------------
 # Finding the images
 # ---------------------------------------------------------------------------
-def _is_hidden(name):
-    return name.startswith(".") or name in IGNORED_FILES
-
-
-def walk_files(folder):
-    """(every non-hidden file under folder, sorted; folders that could not be
-    listed, as {"path", "reason"}).
-
-    Symlinked folders are followed, except into a folder already walked or an
-    ancestor of `folder` (a symlink loop, or a link that would pull other
-    classes into this one), so the walk always ends. Entries that are not
-    regular files (pipes, sockets, devices) are listed too, never opened:
-    imagefile.read_image_file refuses them by path, so they are reported.
-    """
-    top = os.path.realpath(folder)
-    seen_dirs = set()
-    found, unlisted = [], []
-
-    def unreadable(error):  # os.walk would skip such a folder silently
-        unlisted.append({"path": error.filename,
-                         "reason": f"cannot list folder: {error.strerror or error}"})
-
-    for root, dirs, files in os.walk(folder, onerror=unreadable, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen_dirs or top.startswith(real + os.sep):
-            dirs[:] = []
-            continue
-        seen_dirs.add(real)
-        dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
-        found.extend(os.path.join(root, f) for f in files if not _is_hidden(f))
-    return sorted(found), unlisted
-
-
 def find_images(image_dir):
     """{class name: [file paths]} for a class-per-folder tree, and what cannot
     be used as {"path", "reason"}: files outside any class folder (they cannot
@@ -117,7 +82,7 @@ def find_images(image_dir):
     classes, skipped = {}, []
     for entry in entries:
         path = os.path.join(image_dir, entry)
-        if _is_hidden(entry):
+        if is_hidden(entry):
             continue
         if os.path.isdir(path):
             classes[entry], unlisted = walk_files(path)

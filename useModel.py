@@ -23,6 +23,7 @@ Export for serving (no images needed):
 
     python useModel.py --export DIR [--model_dir models] [--checkpoint best]
     python useModel.py --export_tflite FILE [--model_dir models]
+    python useModel.py --export_onnx FILE [--model_dir models]
 
 --export writes a SavedModel to DIR/<version> (the next free integer, the
 layout TensorFlow Serving watches). Its "serving_default" signature takes
@@ -39,13 +40,15 @@ TensorFlow's decoders ignore EXIF, so clients must send upright images
 
 --export_tflite writes a TensorFlow Lite model taking RGB pixels, float32
 0..255, [N, size, size, 3] (shorter side resized to ceil(size / 0.875), then
-the central square: see tflite_pixels()), returning probabilities
+the central square: see frozen_pixel_graph()), returning probabilities
 [N, num_classes] in labels.txt order; the class names go to FILE's
-.labels.txt beside it, one per line.
+.labels.txt beside it, one per line. --export_onnx writes the same graph as
+an ONNX model (and the same labels file), which clients/onnx_predict.py runs
+in ONNX Runtime without TensorFlow.
 """
 import contextlib
-import glob
 import json
+import logging
 import os
 import shutil
 import sys
@@ -108,14 +111,8 @@ class Classifier:
             if not encoded:
                 continue
             for result, row in zip(batch, self._rows(batch, encoded)):
-                if row is None:
-                    continue
-                order = np.argsort(-row)[:max(1, top_k)]
-                result["predictions"] = [{"label": self.labels[i], "probability": float(row[i])}
-                                         for i in order]
-                best = result["predictions"][0]
-                unsure = threshold is not None and best["probability"] < threshold
-                result["label"] = "unknown" if unsure else best["label"]
+                if row is not None:  # None: TensorFlow refused it (its error is set)
+                    result.update(imagefile.rank(row, self.labels, top_k, threshold))
         return results
 
     def _rows(self, batch, encoded):
@@ -374,82 +371,122 @@ def _export_saved_model(manifest, model_dir, checkpoint, staging, export_dir):
 def tflite_pixels(encoded_images, image_size):
     """JPEG bytes (from imagefile.encode_image_file) -> the TFLite model's input:
     float32 RGB 0..255 [N, image_size, image_size, 3], resized and cropped as
-    FlowIO.preprocess_for_eval does (the model normalises them itself)."""
+    FlowIO.preprocess_for_eval does (the model normalises them itself).
+    imagefile.eval_pixels gives the same pixels without TensorFlow."""
     images = [FlowIO.preprocess_for_eval(e, image_size) for e in encoded_images]
     pixels = tf.stack(images) * tf.constant(FlowIO.STD_RGB) + tf.constant(FlowIO.MEAN_RGB)
     return pixels.numpy().astype(np.float32)
 
 
-def export_tflite(model_dir, path, checkpoint=None):
-    """Writes a TensorFlow Lite model of the checkpoint to path and the class
-    names beside it; returns (path, labels path, checkpoint).
+PIXELS_INPUT = "pixels"                # the pixel models' input and output names
+PROBABILITIES_OUTPUT = "probabilities"
+ONNX_OPSET = 15  # tf2onnx 1.17's default, pinned: ONNX Runtime has run it since 1.10 (2021)
 
-    The model takes pixels, not bytes: TFLite's builtin ops have no image
-    decoder (the SELECT_TF_OPS route would need the Flex delegate, which
-    mobile runtimes rarely ship), and apps decode with the platform's own
-    decoder anyway. Normalisation is inside the model, so a client only
-    resizes and crops.
+
+def frozen_pixel_graph(model_dir, checkpoint=None):
+    """The pixel contract of the TFLite and ONNX exports, as one frozen graph:
+    (GraphDef, manifest, checkpoint).
+
+    Input PIXELS_INPUT: float32 RGB 0..255 [N, size, size, 3], the image's
+    shorter side resized (antialiased bilinear) to ceil(size / 0.875) and the
+    central square taken (imagefile.eval_pixels, FlowIO.preprocess_for_eval
+    before normalising). Output PROBABILITIES_OUTPUT: [N, num_classes] in
+    labels.txt order. Normalisation is inside the model, so a client only
+    resizes and crops. The variables are constants: the converters take the
+    graph as it is.
     """
     manifest = modeldir.load_manifest(model_dir)
     modeldir.resolve_checkpoint(model_dir, checkpoint)  # a clear error if there is none
     size = manifest["image_size"]
     graph = tf.Graph()
-    with _quiet_tf1_notices():
-        with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
-            pixels = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3], name="pixels")
-            probabilities = network_probabilities(FlowIO.normalize(pixels), manifest)
-            checkpoint = modeldir.restore_chosen(session, model_dir, checkpoint)
-            frozen = tf.compat.v1.graph_util.convert_variables_to_constants(
-                session, graph.as_graph_def(), [probabilities.op.name])
-        # Converted from the frozen graph in a session without variables: from
-        # the session above, the converter logs an error about the variables'
-        # initialisers, harmless but alarming.
-        graph = tf.Graph()
-        with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
-            tf.graph_util.import_graph_def(frozen, name="")
-            converter = tf.compat.v1.lite.TFLiteConverter.from_session(
-                session, [graph.get_tensor_by_name(pixels.name)],
-                [graph.get_tensor_by_name(probabilities.name)])
-            flatbuffer = converter.convert()
-    labels_path = os.path.splitext(path)[0] + ".labels.txt"
+    with _quiet_tf1_notices(), graph.as_default(), \
+            tf.compat.v1.Session(graph=graph) as session:
+        pixels = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3],
+                                          name=PIXELS_INPUT)
+        probabilities = network_probabilities(FlowIO.normalize(pixels), manifest)
+        assert probabilities.op.name == PROBABILITIES_OUTPUT, probabilities.op.name
+        checkpoint = modeldir.restore_chosen(session, model_dir, checkpoint)
+        frozen = tf.compat.v1.graph_util.convert_variables_to_constants(
+            session, graph.as_graph_def(), [PROBABILITIES_OUTPUT])
+    return frozen, manifest, checkpoint
+
+
+def _write_model_files(flag, path, model_bytes, labels):
+    """Writes the model to path and the class names (one per line, in output
+    order) to path's .labels.txt; each file is written to a temporary name and
+    renamed, so a reader never sees half a file. Returns the labels path."""
+    labels_path = imagefile.labels_path(path)
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        for target, data in ((path, flatbuffer),
+        for target, data in ((path, model_bytes),
                              (labels_path, "".join(f"{name}\n" for name in
-                                                   manifest["labels"]).encode("utf-8"))):
+                                                   labels).encode("utf-8"))):
             with open(target + ".tmp", "wb") as f:
                 f.write(data)
             os.replace(target + ".tmp", target)
     except OSError as error:
-        raise UserError(f"--export_tflite {path}: cannot write ({error.strerror or error})")
+        raise UserError(f"{flag} {path}: cannot write ({error.strerror or error})")
+    return labels_path
+
+
+def export_tflite(model_dir, path, checkpoint=None):
+    """Writes a TensorFlow Lite model of the checkpoint (frozen_pixel_graph) to
+    path and the class names beside it; returns (path, labels path, checkpoint).
+
+    The model takes pixels, not bytes: TFLite's builtin ops have no image
+    decoder (the SELECT_TF_OPS route would need the Flex delegate, which
+    mobile runtimes rarely ship), and apps decode with the platform's own
+    decoder anyway.
+    """
+    frozen, manifest, checkpoint = frozen_pixel_graph(model_dir, checkpoint)
+    # Converted in a session without variables: from the session that froze
+    # them, the converter logs an error about the variables' initialisers,
+    # harmless but alarming.
+    graph = tf.Graph()
+    with _quiet_tf1_notices(), graph.as_default(), \
+            tf.compat.v1.Session(graph=graph) as session:
+        tf.graph_util.import_graph_def(frozen, name="")
+        converter = tf.compat.v1.lite.TFLiteConverter.from_session(
+            session, [graph.get_tensor_by_name(PIXELS_INPUT + ":0")],
+            [graph.get_tensor_by_name(PROBABILITIES_OUTPUT + ":0")])
+        flatbuffer = converter.convert()
+    labels_path = _write_model_files("--export_tflite", path, flatbuffer, manifest["labels"])
     return path, labels_path, checkpoint
 
 
-def expand_inputs(inputs):
-    """Files, folders (recursively, hidden entries skipped) and glob patterns ->
-    (paths, problems) where problems are inputs that matched nothing and
-    folders that could not be listed. Entries that are not regular files (a
-    pipe, a socket, a device) are kept, not opened: Classifier.predict
-    reports each by path (imagefile.read_image_file refuses them unread)."""
-    paths, problems = [], []
-    for item in inputs:
-        if os.path.isdir(item):
-            found, unlisted = FlowIO.walk_files(item)
-            problems.extend({"path": u["path"], "error": u["reason"]} for u in unlisted)
-            if not found and not unlisted:
-                problems.append({"path": item, "error": "folder has no files"})
-            paths.extend(found)
-        elif os.path.exists(item):
-            paths.append(item)
-        elif glob.has_magic(item):
-            # Everything a pattern matches but folders (a pattern names files).
-            matches = sorted(p for p in glob.glob(item, recursive=True) if not os.path.isdir(p))
-            if not matches:
-                problems.append({"path": item, "error": "pattern matches no file"})
-            paths.extend(matches)
-        else:
-            problems.append({"path": item, "error": "no such file or folder"})
-    return paths, problems
+def export_onnx(model_dir, path, checkpoint=None):
+    """Writes an ONNX model of the checkpoint (frozen_pixel_graph: the TFLite
+    model's contract, batch size free) to path and the class names beside it;
+    returns (path, labels path, checkpoint).
+
+    Pixels in, as for TFLite: tf2onnx cannot convert the SavedModel's
+    image-decoding string ops, and ONNX has no JPEG decoder. The model's
+    metadata (custom_metadata_map in ONNX Runtime) holds what a client needs
+    besides the labels: "max_side" (the --max_side images were shrunk to
+    before the JPEG encoding, JSON null for none) and "checkpoint".
+    """
+    try:  # only this export needs them, and tf2onnx takes seconds to import
+        import onnx
+        import tf2onnx
+    except ImportError as error:
+        raise UserError(f"--export_onnx needs {error.name}: pip install -r requirements.txt")
+    frozen, manifest, checkpoint = frozen_pixel_graph(model_dir, checkpoint)
+    # tf2onnx logs each conversion step at INFO: it would bury the one line that matters.
+    with _quiet_tf1_notices(), tf2onnx.logging.set_scope_level(
+            logging.ERROR, logging.getLogger("tf2onnx")):
+        model, _ = tf2onnx.convert.from_graph_def(
+            frozen, input_names=[PIXELS_INPUT + ":0"],
+            output_names=[PROBABILITIES_OUTPUT + ":0"], opset=ONNX_OPSET,
+            tensors_to_rename={PIXELS_INPUT + ":0": PIXELS_INPUT,
+                               PROBABILITIES_OUTPUT + ":0": PROBABILITIES_OUTPUT})
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"  # not tf2onnx's "unk__215"
+    max_side = manifest.get("preprocessing", {}).get("max_side")
+    onnx.helper.set_model_props(model, {"max_side": json.dumps(max_side),
+                                                "checkpoint": checkpoint})
+    labels_path = _write_model_files("--export_onnx", path, model.SerializeToString(),
+                                     manifest["labels"])
+    return path, labels_path, checkpoint
 
 
 def parse_args(argv=None):
@@ -468,9 +505,13 @@ def parse_args(argv=None):
                         help="write a SavedModel for TensorFlow Serving to DIR/<next version>")
     parser.add_argument("--export_tflite", metavar="FILE", default=None,
                         help="write a TensorFlow Lite model (pixels in) to FILE")
+    parser.add_argument("--export_onnx", metavar="FILE", default=None,
+                        help="write an ONNX model (pixels in) to FILE, for "
+                             "clients/onnx_predict.py and ONNX Runtime")
     args = parser.parse_args(argv)
-    if not (args.images or args.export or args.export_tflite):
-        parser.error("give images to classify, or --export DIR / --export_tflite FILE")
+    if not (args.images or args.export or args.export_tflite or args.export_onnx):
+        parser.error("give images to classify, or --export DIR / --export_tflite FILE / "
+                     "--export_onnx FILE")
     return args
 
 
@@ -491,11 +532,19 @@ def main():
         if not args.json:
             print(f"exported {checkpoint} -> {path} (float32 RGB 0..255 pixels in, "
                   f"probabilities out; class names in {labels_path})")
+    if args.export_onnx:
+        path, labels_path, checkpoint = export_onnx(args.model_dir, args.export_onnx,
+                                                    args.checkpoint)
+        document.update(onnx=path, onnx_labels=labels_path)
+        if not args.json:
+            print(f"exported {checkpoint} -> {path} (ONNX opset {ONNX_OPSET}, float32 RGB "
+                  f"0..255 pixels in, probabilities out; class names in {labels_path}; "
+                  f"run it with clients/onnx_predict.py)")
     if not args.images:
         if args.json:
             print(json.dumps({"exported": document}, ensure_ascii=False, indent=1))
         return
-    paths, problems = expand_inputs(args.images)
+    paths, problems = imagefile.expand_inputs(args.images)
     classifier = Classifier(args.model_dir, args.checkpoint, args.batch_size)
     results = problems + classifier.predict(paths, args.top_k, args.threshold)
     classified = sum(1 for r in results if "predictions" in r)
@@ -508,13 +557,7 @@ def main():
                         results=results)
         print(json.dumps(document, ensure_ascii=False, indent=1))
     else:
-        for result in results:
-            if "error" in result:
-                print(f"{result['path']}: error: {result['error']}", file=sys.stderr)
-                continue
-            guesses = ", ".join(f"{p['label']} {p['probability']:.3f}"
-                                for p in result["predictions"])
-            print(f"{result['path']}: {result['label']}  ({guesses})")
+        imagefile.print_results(results)
     sys.exit(0 if classified else 1)
 
 

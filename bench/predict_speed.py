@@ -1,12 +1,16 @@
 """Prediction speed at 224 px: useModel.Classifier against Keras' ResNet50.predict,
-and the start-up cost of `python useModel.py one.jpg`.
+the start-up cost of `python useModel.py one.jpg`, and the serving runtimes
+(TensorFlow, SavedModel, LiteRT, ONNX Runtime): latency and memory.
 
     python bench/predict_speed.py [--num_images 1000] [--batch_size 32] [--chunks 4]
                                   [--startup_runs 3] [--workdir /tmp/bench-predict]
+                                  [--sections throughput,startup,runtimes]
+                                  [--rounds 2] [--single_runs 20] [--batch_runs 5]
 
-About 5 minutes on a 2-core CPU (ResNet-50 at 224 px runs at ~10 images/s
-there); --num_images 200 for a quicker look (the rate is the same once both
-are warm).
+About 5 minutes on a 2-core CPU for the first two sections (ResNet-50 at 224
+px runs at ~10 images/s there); --num_images 200 for a quicker look (the rate
+is the same once both are warm). The runtimes section takes about 5 more
+(the three exports are made once and cached in --workdir).
 
 Set-up (cached in --workdir, not timed):
   images   --num_images photo-like 224x224 JPEGs (smooth colour fields plus
@@ -37,9 +41,22 @@ same format); `python useModel.py one.jpg --model_dir M` is started
 --startup_runs times and timed from the start of the process to the printed
 answer, and to its exit; `python -c "import tensorflow"` is timed the same
 way as the floor every TensorFlow program pays.
+
+Runtimes: the layer_50 model above, exported once by `useModel.py --export
+--export_tflite --export_onnx`; each of useModel.Classifier (TensorFlow), the
+SavedModel (tf.saved_model.load, the file bytes to serving_default), the
+TFLite model in LiteRT and the ONNX model in clients/onnx_predict.py (ONNX
+Runtime, no TensorFlow) runs in a fresh process of its own
+(bench/serving_worker.py): from image files to probabilities, the median
+latency of one image and of a --batch_size batch, images/s of the batches,
+and the process's peak RSS after the single images and after the batches.
+--rounds rounds, the order reversed in every other, so load changes hit all
+alike; the median of the rounds is printed.
 """
 import argparse
+import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -199,6 +216,78 @@ def time_process(command, runs):
     return statistics.median(answered), statistics.median(exited), line.strip()
 
 
+RUNTIMES = ("classifier", "saved_model", "litert", "onnx")
+RUNTIME_NAMES = {"classifier": "useModel.Classifier (TensorFlow)",
+                 "saved_model": "SavedModel (tf.saved_model.load)",
+                 "litert": "TFLite in LiteRT (ai_edge_litert)",
+                 "onnx": "clients/onnx_predict.py (ONNX Runtime)"}
+
+
+def exports(model_dir, folder):
+    """{runtime: model path} for the four runtimes; exported once, then cached."""
+    models = {"classifier": model_dir,
+              "saved_model": os.path.join(folder, "saved_model", "1"),
+              "litert": os.path.join(folder, "model.tflite"),
+              "onnx": os.path.join(folder, "model.onnx")}
+    if not all(os.path.exists(path) for path in models.values()):
+        shutil.rmtree(folder, ignore_errors=True)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, os.path.join(REPO, "useModel.py"), "--model_dir",
+                        model_dir, "--export", os.path.join(folder, "saved_model"),
+                        "--export_tflite", models["litert"], "--export_onnx", models["onnx"]],
+                       check=True, stdout=subprocess.DEVNULL)
+        print(f"exported SavedModel, TFLite and ONNX in {time.perf_counter() - start:.0f} s")
+    return models
+
+
+def runtimes(args, paths):
+    """Each runtime in its own process, --rounds times: {runtime: [results]}."""
+    model_dir = write_model_dir(os.path.join(args.workdir, "layer_50-224"), "layer_50", SIZE, 1000)
+    models = exports(model_dir, os.path.join(args.workdir, "layer_50-224-exports"))
+    image_list = os.path.join(args.workdir, "runtime-images.txt")
+    with open(image_list, "w", encoding="utf-8") as f:
+        f.writelines(f"{path}\n" for path in paths)
+    results = {name: [] for name in RUNTIMES}
+    for round_index in range(args.rounds):
+        order = RUNTIMES if round_index % 2 == 0 else RUNTIMES[::-1]
+        for name in order:
+            output = subprocess.run(
+                [sys.executable, os.path.join(HERE, "serving_worker.py"), name, models[name],
+                 image_list, "--single_runs", str(args.single_runs), "--batch_size",
+                 str(args.batch_size), "--batch_runs", str(args.batch_runs)],
+                check=True, capture_output=True, text=True).stdout
+            result = json.loads(output.strip().splitlines()[-1])
+            results[name].append(result)
+            print(f"round {round_index + 1}/{args.rounds} {name}: "
+                  f"1 image {result['single_s'] * 1e3:.0f} ms, batch {args.batch_size} "
+                  f"{result['batch_s']:.2f} s, peak RSS {result['peak_rss_single_mb']:.0f} MB "
+                  f"(1 image), {result['peak_rss_mb']:.0f} MB (batch)")
+    return results
+
+
+def print_runtimes(results, batch_size):
+    def median(name, key):
+        values = [r[key] for r in results[name] if key in r]
+        return statistics.median(values) if values else None
+    reference = {key: median("classifier", key) for key in ("peak_rss_single_mb", "peak_rss_mb")}
+    print(f"| runtime | 1 image (ms) | batch of {batch_size} (ms) | images/s (batch) | "
+          f"model only: 1 image / batch (ms) | peak RSS, 1 image / batch (MB) | "
+          f"RSS / Classifier's, 1 image / batch | imports TensorFlow |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for name in RUNTIMES:
+        single, batch = median(name, "single_s"), median(name, "batch_s")
+        rss = {key: median(name, key) for key in reference}
+        model_single, model_batch = median(name, "single_model_s"), median(name, "batch_model_s")
+        model_only = (f"{model_single * 1e3:.0f} / {model_batch * 1e3:.0f}"
+                      if model_single is not None else "-")
+        imports = "yes" if any(r["tensorflow_imported"] for r in results[name]) else "no"
+        print(f"| {RUNTIME_NAMES[name]} | {single * 1e3:.0f} | {batch * 1e3:.0f} | "
+              f"{batch_size / batch:.1f} | {model_only} | "
+              f"{rss['peak_rss_single_mb']:.0f} / {rss['peak_rss_mb']:.0f} | "
+              f"{rss['peak_rss_single_mb'] / reference['peak_rss_single_mb']:.2f} / "
+              f"{rss['peak_rss_mb'] / reference['peak_rss_mb']:.2f} | {imports} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num_images", type=int, default=1000, help="images in the folder")
@@ -207,37 +296,69 @@ def main():
                         help="the folder is timed in this many alternating chunks")
     parser.add_argument("--startup_runs", type=int, default=3)
     parser.add_argument("--workdir", default="/tmp/bench-predict",
-                        help="cache of the images and the two model folders")
+                        help="cache of the images, the model folders and the exports")
+    parser.add_argument("--sections", default="throughput,startup,runtimes",
+                        help="which to run, comma-separated (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=2, help="runtimes: rounds of the four")
+    parser.add_argument("--single_runs", type=int, default=20,
+                        help="runtimes: single images timed per round")
+    parser.add_argument("--batch_runs", type=int, default=5,
+                        help="runtimes: batches timed per round")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    unknown = sections - {"throughput", "startup", "runtimes"}
+    if unknown:
+        parser.error(f"--sections: unknown {', '.join(sorted(unknown))}")
     sys.stdout.reconfigure(line_buffering=True)  # progress shows when piped to a file
     print(f"TensorFlow {tf.__version__}, Keras {tf.keras.__version__}, "
           f"{os.cpu_count()} CPU core(s), GPU: {bool(tf.config.list_physical_devices('GPU'))}")
     paths = make_images(os.path.join(args.workdir, f"images-{args.num_images}"), args.num_images)
 
-    print(f"\n1. classifying {len(paths)} JPEGs of {SIZE}x{SIZE}, batch {args.batch_size}")
-    rates, counted, work = throughput(args, paths)
-    print(f"ours  (useModel.Classifier, layer_50): {rates['ours']:.2f} images/s "
-          f"({counted['ours']} images; {work['ours'] / 1e9:.2f} G multiply-adds/image)")
-    print(f"keras (ResNet50.predict):              {rates['keras']:.2f} images/s "
-          f"({counted['keras']} images; {work['keras'] / 1e9:.2f} G multiply-adds/image)")
-    ratio = rates["ours"] / rates["keras"]
-    print(f"ratio ours / keras: {ratio:.2f} in images/s, "
-          f"{ratio * work['ours'] / work['keras']:.2f} in multiply-adds/s")
+    if "throughput" in sections:
+        print(f"\n1. classifying {len(paths)} JPEGs of {SIZE}x{SIZE}, batch {args.batch_size}")
+        rates, counted, work = throughput(args, paths)
+        print(f"ours  (useModel.Classifier, layer_50): {rates['ours']:.2f} images/s "
+              f"({counted['ours']} images; {work['ours'] / 1e9:.2f} G multiply-adds/image)")
+        print(f"keras (ResNet50.predict):              {rates['keras']:.2f} images/s "
+              f"({counted['keras']} images; {work['keras'] / 1e9:.2f} G multiply-adds/image)")
+        ratio = rates["ours"] / rates["keras"]
+        print(f"ratio ours / keras: {ratio:.2f} in images/s, "
+              f"{ratio * work['ours'] / work['keras']:.2f} in multiply-adds/s")
 
-    print(f"\n2. start-up: process start -> printed answer, median of {args.startup_runs}")
-    small = write_model_dir(os.path.join(args.workdir, "layer_14-224"), "layer_14", SIZE, 10)
-    one = paths[0]
-    answer, exit_time, line = time_process(
-        [sys.executable, os.path.join(REPO, "useModel.py"), one, "--model_dir", small],
-        args.startup_runs)
-    _, import_tf, _ = time_process([sys.executable, "-c", "import tensorflow"],
-                                   args.startup_runs)
-    print(f"python useModel.py one.jpg (layer_14, {SIZE} px): answer after {answer:.2f} s, "
-          f"exit after {exit_time:.2f} s")
-    print(f"  ({line})")
-    print(f"python -c 'import tensorflow': {import_tf:.2f} s "
-          f"(ratio useModel answer / import: {answer / import_tf:.2f})")
+    if "startup" in sections:
+        print(f"\n2. start-up: process start -> printed answer, median of {args.startup_runs}")
+        small = write_model_dir(os.path.join(args.workdir, "layer_14-224"), "layer_14", SIZE, 10)
+        one = paths[0]
+        answer, exit_time, line = time_process(
+            [sys.executable, os.path.join(REPO, "useModel.py"), one, "--model_dir", small],
+            args.startup_runs)
+        _, import_tf, _ = time_process([sys.executable, "-c", "import tensorflow"],
+                                       args.startup_runs)
+        print(f"python useModel.py one.jpg (layer_14, {SIZE} px): answer after {answer:.2f} s, "
+              f"exit after {exit_time:.2f} s")
+        print(f"  ({line})")
+        print(f"python -c 'import tensorflow': {import_tf:.2f} s "
+              f"(ratio useModel answer / import: {answer / import_tf:.2f})")
 
+    if "runtimes" in sections:
+        print(f"\n3. serving runtimes (layer_50, {SIZE} px, 1000 classes), each in its own "
+              f"process: files -> probabilities, medians of {args.rounds} round(s) of "
+              f"{args.single_runs} single images and {args.batch_runs} batches")
+        results = runtimes(args, paths)
+        print_runtimes(results, args.batch_size)
+        models = exports(os.path.join(args.workdir, "layer_50-224"),
+                         os.path.join(args.workdir, "layer_50-224-exports"))
+        answers = {}
+        for name, command in (
+                ("useModel.py", [os.path.join(REPO, "useModel.py"), paths[0], "--model_dir",
+                                 models["classifier"]]),
+                ("clients/onnx_predict.py", [os.path.join(REPO, "clients", "onnx_predict.py"),
+                                             models["onnx"], paths[0]])):
+            answers[name], _, _ = time_process([sys.executable, *command], args.startup_runs)
+            print(f"start-up, python {name} one.jpg (layer_50): answer after "
+                  f"{answers[name]:.2f} s (median of {args.startup_runs})")
+        print(f"ratio onnx_predict / useModel start-up: "
+              f"{answers['clients/onnx_predict.py'] / answers['useModel.py']:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -1,11 +1,13 @@
-"""useModel.py --export / --export_tflite and Evaluation.py --image_dir, run as
-subprocesses the way a user runs them; the exported models are loaded the way
-TensorFlow Serving and a TFLite app load them."""
+"""useModel.py --export / --export_tflite / --export_onnx and Evaluation.py
+--image_dir, run as subprocesses the way a user runs them; the exported models
+are loaded the way TensorFlow Serving, a TFLite app (LiteRT) and a back-end
+without TensorFlow (clients/onnx_predict.py in ONNX Runtime) load them."""
 import io
 import json
 import os
 import shutil
-import warnings
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,8 +17,11 @@ from PIL import Image
 import FlowIO
 import modeldir
 import useModel
-from conftest import run_script
+from conftest import REPO, run_script
 from test_hostile_inputs import png
+
+sys.path.insert(0, os.path.join(REPO, "clients"))
+import onnx_predict  # noqa: E402
 
 pytestmark = pytest.mark.slow  # the scripts run as subprocesses
 
@@ -41,15 +46,17 @@ def sorted_to_label_order(outputs, num_classes):
 
 @pytest.fixture(scope="module")
 def exported(trained_model, tmp_path_factory):
-    """One export run (SavedModel + TFLite) into a folder that already holds a
-    version 3 and a non-version folder: {"dir", "saved_model", "tflite", ...}."""
+    """One export run (SavedModel + TFLite + ONNX) into a folder that already
+    holds a version 3 and a non-version folder: {"dir", "saved_model",
+    "tflite", "onnx", ...}."""
     root = tmp_path_factory.mktemp("export")
     export_dir = root / "serving"
     (export_dir / "3").mkdir(parents=True)          # an older version
     (export_dir / "notes").mkdir()                  # not a version: ignored
     tflite = root / "mobile" / "model.tflite"
+    onnx_model = root / "backend" / "model.onnx"
     result = run_script("useModel.py", "--export", export_dir, "--export_tflite", tflite,
-                        "--model_dir", trained_model, "--json")
+                        "--export_onnx", onnx_model, "--model_dir", trained_model, "--json")
     document = json.loads(result.stdout)["exported"]
     return dict(document, dir=str(export_dir))
 
@@ -183,7 +190,10 @@ def test_saved_model_refuses_an_oversized_image_from_its_header(exported, sample
     assert peak_rss_mb_since_reset() - start > 100
 
 
-def test_tflite_model_runs_and_agrees(exported, sample_images, trained_model):
+def test_tflite_model_runs_in_litert_and_agrees(exported, sample_images, trained_model):
+    """In LiteRT (ai_edge_litert, the runtime tf.lite.Interpreter's warning
+    points to), with the pixels prepared by the TensorFlow-free client's code."""
+    from ai_edge_litert.interpreter import Interpreter
     folder, encoded = sample_images
     manifest = modeldir.load_manifest(trained_model)
     size, labels = manifest["image_size"], manifest["labels"]
@@ -193,14 +203,16 @@ def test_tflite_model_runs_and_agrees(exported, sample_images, trained_model):
     serving = tf.saved_model.load(exported["saved_model"]).signatures["serving_default"]
     reference = sorted_to_label_order(
         serving(image_bytes=tf.constant([encoded[name] for name in names])), len(labels))
-    with warnings.catch_warnings():  # "use ai_edge_litert": not installed here
-        warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_path=exported["tflite"])
+    interpreter = Interpreter(model_path=exported["tflite"])
     details = interpreter.get_input_details()[0]
     assert details["dtype"] == np.float32 and list(details["shape"][1:]) == [size, size, 3]
-    # What a client does: JPEG bytes -> resized, cropped RGB 0..255 pixels.
-    pixels = useModel.tflite_pixels([encoded[name] for name in names], size)
+    # What a client does: image file -> resized, cropped RGB 0..255 pixels.
+    pixels = np.stack([onnx_predict.image_pixels(os.path.join(folder, name), size)
+                       for name in names])
     assert pixels.shape == (len(names), size, size, 3) and 0 <= pixels.min() < pixels.max() <= 255
+    # useModel.tflite_pixels, the same in TensorFlow, gives the same pixels.
+    np.testing.assert_allclose(useModel.tflite_pixels([encoded[name] for name in names], size),
+                               pixels, atol=0.01)
     interpreter.resize_tensor_input(details["index"], pixels.shape)
     interpreter.allocate_tensors()
     interpreter.set_tensor(details["index"], pixels)
@@ -209,6 +221,123 @@ def test_tflite_model_runs_and_agrees(exported, sample_images, trained_model):
     assert probabilities.shape == (len(names), len(labels))
     np.testing.assert_allclose(probabilities, reference, atol=1e-3)
     assert (probabilities.argmax(1) == reference.argmax(1)).all()
+
+
+def test_onnx_model_contract(exported, trained_model):
+    """Pixels in, probabilities out, batch size free, the labels beside it."""
+    import onnx
+    import onnxruntime
+    manifest = modeldir.load_manifest(trained_model)
+    size, labels = manifest["image_size"], manifest["labels"]
+    assert exported["onnx_labels"] == os.path.splitext(exported["onnx"])[0] + ".labels.txt"
+    with open(exported["onnx_labels"], encoding="utf-8") as f:
+        assert f.read().splitlines() == labels
+    assert sorted(os.listdir(os.path.dirname(exported["onnx"]))) == [  # no temporaries left
+        "model.labels.txt", "model.onnx"]
+    model = onnx.load(exported["onnx"])
+    assert {o.domain: o.version for o in model.opset_import}[""] == useModel.ONNX_OPSET
+    session = onnxruntime.InferenceSession(exported["onnx"], providers=["CPUExecutionProvider"])
+    [model_input], [output] = session.get_inputs(), session.get_outputs()
+    assert (model_input.name, model_input.type, model_input.shape) == (
+        "pixels", "tensor(float)", ["N", size, size, 3])
+    assert (output.name, output.shape) == ("probabilities", ["N", len(labels)])
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert metadata["checkpoint"] == modeldir.resolve_checkpoint(trained_model)
+    assert json.loads(metadata["max_side"]) is None
+    # Any batch size; rows are probabilities and do not depend on the batch.
+    pixels = np.random.default_rng(0).uniform(0, 255, (5, size, size, 3)).astype(np.float32)
+    batch = session.run(None, {"pixels": pixels})[0]
+    np.testing.assert_allclose(batch.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(session.run(None, {"pixels": pixels[2:3]})[0], batch[2:3],
+                               atol=1e-6)
+
+
+# Runs a script with every import of TensorFlow (and of the packages that only
+# the TensorFlow side installs) failing, as in a venv with only
+# clients/requirements-onnx.txt, but without the cost of making one.
+WITHOUT_TENSORFLOW = """
+import runpy, sys
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"tensorflow", "tf_slim", "tf2onnx", "onnx", "keras",
+                                  "tf_keras", "tensorboard", "ai_edge_litert"}:
+            raise ModuleNotFoundError(f"{name} is blocked in this test", name=name)
+sys.meta_path.insert(0, Blocked())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_without_tensorflow(*args, cwd):
+    """clients/onnx_predict.py ARGS in a fresh process where TensorFlow cannot
+    be imported; cwd outside the repository, so nothing is found from there."""
+    return subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW,
+                           os.path.join(REPO, "clients", "onnx_predict.py"), *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_onnx_client_without_tensorflow_agrees_with_use_model(exported, colour_data,
+                                                             sample_images, trained_model,
+                                                             tmp_path):
+    """Every colour image (PNGs, re-encoded as FlowIO stores them), JPEGs kept
+    byte for byte (4:2:0), an unreadable file and a missing path: the same
+    JSON as useModel.py --json, the same top-1, probabilities within 1e-3."""
+    image_dir, _ = colour_data
+    jpeg_folder, _ = sample_images
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    inputs = [image_dir, jpeg_folder, broken, tmp_path / "missing.png"]
+    labels = modeldir.load_manifest(trained_model)["labels"]
+    expected = json.loads(run_script("useModel.py", *inputs, "--model_dir", trained_model,
+                                     "--json", "--top_k", len(labels)).stdout)
+    result = run_without_tensorflow(exported["onnx"], *inputs, "--json", "--top_k",
+                                    len(labels), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    document = json.loads(result.stdout)
+    assert document["checkpoint"] == expected["checkpoint"]
+    assert len(document["results"]) == len(expected["results"]) == 120 + len(JPEG_IMAGES) + 2
+    for ours, theirs in zip(document["results"], expected["results"]):
+        assert ours.keys() == theirs.keys() and ours["path"] == theirs["path"]
+        if "error" in theirs:
+            assert ours["error"] == theirs["error"]
+            continue
+        assert ours["label"] == theirs["label"], ours["path"]
+        assert [p["label"] for p in ours["predictions"]][:1] == [theirs["label"]]
+        mine = {p["label"]: p["probability"] for p in ours["predictions"]}
+        for prediction in theirs["predictions"]:
+            assert abs(mine[prediction["label"]] - prediction["probability"]) < 1e-3, ours
+    assert [r["path"] for r in document["results"] if "error" in r] == [
+        str(tmp_path / "missing.png"), str(broken)]
+    # The model is good enough that agreeing is about real predictions.
+    correct = sum(r["label"] == os.path.basename(os.path.dirname(r["path"]))
+                  for r in document["results"] if os.path.dirname(os.path.dirname(
+                      r["path"])) == image_dir)
+    assert correct >= 110
+
+
+def test_onnx_client_text_output_and_errors_without_tensorflow(exported, colour_data,
+                                                              tmp_path):
+    image = os.path.join(colour_data[0], "red", "000.png")
+    result = run_without_tensorflow(exported["onnx"], image, "--top_k", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [line] = result.stdout.splitlines()
+    assert line.startswith(f"{image}: red  (red 0.") and line.count(", ") == 1
+    # Only unreadable inputs: one line each, exit code 1.
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    result = run_without_tensorflow(exported["onnx"], empty, cwd=tmp_path)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"{empty}: error: empty file"]
+    # A file that is not a model, and a model without its labels: one line, exit 2.
+    result = run_without_tensorflow(empty, image, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "not an ONNX model" in result.stderr
+    alone = tmp_path / "alone.onnx"
+    shutil.copy(exported["onnx"], alone)
+    result = run_without_tensorflow(alone, image, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "alone.labels.txt" in result.stderr
 
 
 def test_export_without_a_model_is_a_one_line_error(tmp_path):

@@ -14,6 +14,7 @@ from PIL import Image
 
 import FlowIO
 import cli
+import imagefile
 import modeldir
 import train
 
@@ -213,3 +214,54 @@ def test_checkpoints_are_listed_newest_first_by_their_index_files(tmp_path):
     assert modeldir.resolve_checkpoint(str(tmp_path)) == found[0]
     with pytest.raises(cli.UserError, match="no checkpoint"):
         modeldir.resolve_checkpoint(str(tmp_path), "best")
+
+
+# ---------------------------------------------------------------------------
+# imagefile's pixels without TensorFlow (the TFLite/ONNX clients' input)
+# ---------------------------------------------------------------------------
+def photo_like(rng, height, width):
+    """Smooth colour fields with noise: JPEG errors like a photo's."""
+    smooth = Image.fromarray(rng.integers(0, 256, (3, 3, 3), dtype=np.uint8))
+    pixels = np.asarray(smooth.resize((width, height), Image.BICUBIC), dtype=np.float64)
+    return np.clip(pixels + rng.normal(0, 20, pixels.shape), 0, 255).astype(np.uint8)
+
+
+def test_pillow_decodes_jpegs_to_tensorflows_pixels(tmp_path):
+    """imagefile.decode_jpeg_as_tensorflow equals tf.io.decode_jpeg bit for bit:
+    4:4:4, 4:2:2 and 4:2:0, baseline and progressive, odd, tiny and 2-wide
+    sizes, low and high quality."""
+    rng = np.random.default_rng(7)
+    cases = [(h, w, sub, q, prog) for (h, w) in ((1, 1), (3, 2), (5, 4), (17, 31), (64, 48))
+             for sub in (0, 1, 2) for q, prog in ((50, False), (95, True))]
+    for h, w, subsampling, quality, progressive in cases:
+        path = tmp_path / "a.jpg"
+        Image.fromarray(photo_like(rng, h, w)).save(path, quality=quality,
+                                                    subsampling=subsampling,
+                                                    progressive=progressive)
+        encoded = path.read_bytes()
+        np.testing.assert_array_equal(imagefile.decode_jpeg_as_tensorflow(encoded),
+                                      tf.io.decode_jpeg(encoded, channels=3).numpy(),
+                                      err_msg=str((h, w, subsampling, quality, progressive)))
+
+
+def test_pillow_eval_pixels_equal_the_graph():
+    """imagefile.eval_pixels gives what FlowIO.preprocess_for_eval gives before
+    normalising: files re-encoded as FlowIO stores them (PNG with alpha,
+    grayscale) and JPEGs kept as they are (4:2:0, 4:2:2), at sizes that
+    shrink, enlarge and change the aspect ratio."""
+    rng = np.random.default_rng(3)
+    files = []
+    for (h, w), fmt, options in (((40, 60), "JPEG", {"quality": 90}),
+                                 ((77, 51), "JPEG", {"quality": 75, "subsampling": 1}),
+                                 ((28, 28), "PNG", {}), ((300, 200), "JPEG", {})):
+        image = Image.fromarray(photo_like(rng, h, w))
+        if fmt == "PNG":
+            image = image.convert("LA")
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, **options)
+        files.append(buffer.getvalue())
+    for data in files:
+        encoded, _, _ = imagefile.encode_image_bytes(data)
+        for size in (16, 32, 224):
+            graph = FlowIO.preprocess_for_eval(encoded, size) * FlowIO.STD_RGB + FlowIO.MEAN_RGB
+            np.testing.assert_allclose(imagefile.eval_pixels(encoded, size), graph, atol=0.02)
