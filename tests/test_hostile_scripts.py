@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 
 import pytest
 from PIL import Image
@@ -34,22 +33,38 @@ def error_lines(stderr):
 
 def run_measured(script, *args, timeout=180, **popen):
     """python SCRIPT ARGS like conftest.run_script, but also measures the
-    peak memory of that process alone (os.wait4's rusage, in MB): the
-    returncode, stdout, stderr and peak. Killed after timeout seconds."""
+    peak memory of that process alone (its VmHWM, in MB): the returncode,
+    stdout, stderr and peak. Killed after timeout seconds.
+
+    Not os.wait4's ru_maxrss: Linux carries into it the resident size of the
+    forked copy of this (large, long-lived) test process. VmHWM belongs to
+    the program the child runs; it only grows, so it is read until the child
+    exits, and the last reading is its peak but for the final milliseconds."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen([sys.executable, os.path.join(REPO, script), *map(str, args)],
                                    cwd=REPO, stdout=out, stderr=err, **popen)
-        timer = threading.Timer(timeout, process.kill)
-        timer.start()
+        peak_kb = 0
         try:
-            _, status, usage = os.wait4(process.pid, 0)
+            while process.poll() is None:
+                try:
+                    with open(f"/proc/{process.pid}/status") as status:
+                        peak_kb = max(peak_kb, next(int(line.split()[1]) for line in status
+                                                    if line.startswith("VmHWM")))
+                except (OSError, StopIteration):  # exiting meanwhile
+                    pass
+                try:
+                    process.wait(timeout=0.05)
+                except subprocess.TimeoutExpired:
+                    pass
+                timeout -= 0.05
+                if timeout < 0:
+                    process.kill()
         finally:
-            timer.cancel()
-        process.returncode = os.waitstatus_to_exitcode(status)
+            process.wait()
         out.seek(0)
         err.seek(0)
         return (process.returncode, out.read().decode("utf-8"), err.read().decode("utf-8"),
-                usage.ru_maxrss / 1024)
+                peak_kb / 1024)
 
 
 def hostile_folder(folder, colour_data):
