@@ -73,8 +73,12 @@ def image_pixels(path, image_size, max_side=None):
 class OnnxClassifier:
     """An exported ONNX model loaded once: predict() classifies lists of files."""
 
-    def __init__(self, model_path, batch_size=32, threads=None):
-        """threads: ONNX Runtime's threads for one run (default: one per core)."""
+    def __init__(self, model_path, batch_size=32, threads=None, low_memory=False):
+        """threads: ONNX Runtime's threads for one run (default: one per core).
+        low_memory: only ONNX Runtime's basic graph optimisations. The full
+        set re-lays the conv weights out for its fastest kernels, a second
+        copy of them: for layer_50 at 224 px, peak RSS 215 MB instead of
+        300 MB, at about 1.2x the time per image (bench/predict_speed.py)."""
         try:
             import onnxruntime
         except ImportError:
@@ -93,6 +97,9 @@ class OnnxClassifier:
         # of staying reserved (peak RSS at a batch of 32 at 224 px: -200 MB,
         # no slower).
         options.enable_cpu_mem_arena = False
+        if low_memory:
+            options.graph_optimization_level = \
+                onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
         try:
             self._session = onnxruntime.InferenceSession(
                 model_path, options, providers=["CPUExecutionProvider"])
@@ -146,21 +153,43 @@ def _read_labels(path):
     return labels
 
 
+def _positive_int(text):
+    """A range-checked number for argparse (the suite's scripts use cli.py's
+    types; this client stays free of the suite's other modules)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be a positive integer")
+    return int(text)
+
+
+def _probability(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
+    return value
+
+
 def main():
     parser = argparse.ArgumentParser(description="Classify images with an exported ONNX "
                                                  "model, without TensorFlow.")
     parser.add_argument("model", help="the .onnx file of useModel.py --export_onnx")
     parser.add_argument("images", nargs="+", help="image files, folders or glob patterns")
-    parser.add_argument("--top_k", type=int, default=3, help="(default: %(default)s)")
-    parser.add_argument("--threshold", type=float, default=None,
+    parser.add_argument("--top_k", type=_positive_int, default=3, help="(default: %(default)s)")
+    parser.add_argument("--threshold", type=_probability, default=None,
                         help="below this probability the answer is 'unknown'")
-    parser.add_argument("--batch_size", type=int, default=32, help="(default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--batch_size", type=_positive_int, default=32,
+                        help="(default: %(default)s)")
+    parser.add_argument("--threads", type=_positive_int, default=None,
                         help="ONNX Runtime's threads (default: one per core)")
+    parser.add_argument("--low_memory", action="store_true",
+                        help="basic graph optimisations only: about 0.7x the memory, "
+                             "1.2x the time per image")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
     try:
-        classifier = OnnxClassifier(args.model, args.batch_size, args.threads)
+        classifier = OnnxClassifier(args.model, args.batch_size, args.threads, args.low_memory)
     except ModelError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

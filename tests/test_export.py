@@ -250,6 +250,9 @@ def test_onnx_model_contract(exported, trained_model):
     np.testing.assert_allclose(batch.sum(1), 1, atol=1e-5)
     np.testing.assert_allclose(session.run(None, {"pixels": pixels[2:3]})[0], batch[2:3],
                                atol=1e-6)
+    # The client's low-memory session (basic optimisations only) computes the same.
+    low_memory = onnx_predict.OnnxClassifier(exported["onnx"], low_memory=True)
+    np.testing.assert_allclose(low_memory.probabilities(pixels), batch, atol=1e-5)
 
 
 # Runs a script with every import of TensorFlow (and of the packages that only
