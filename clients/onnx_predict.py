@@ -77,8 +77,8 @@ class OnnxClassifier:
         """threads: ONNX Runtime's threads for one run (default: one per core).
         low_memory: only ONNX Runtime's basic graph optimisations. The full
         set re-lays the conv weights out for its fastest kernels, a second
-        copy of them: for layer_50 at 224 px, peak RSS 215 MB instead of
-        300 MB, at about 1.2x the time per image (bench/predict_speed.py)."""
+        copy of them: for layer_50 at 224 px, peak RSS about 190 MB instead
+        of 300 MB, at about 1.2x the time per image (bench/onnx_options.py)."""
         try:
             import onnxruntime
         except ImportError:
