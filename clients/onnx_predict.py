@@ -184,7 +184,7 @@ def main():
     parser.add_argument("--threads", type=_positive_int, default=None,
                         help="ONNX Runtime's threads (default: one per core)")
     parser.add_argument("--low_memory", action="store_true",
-                        help="basic graph optimisations only: about 0.7x the memory, "
+                        help="basic graph optimisations only: about 0.6x the memory, "
                              "1.2x the time per image")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
