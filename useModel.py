@@ -2,12 +2,17 @@
 
     python useModel.py IMAGE|FOLDER|GLOB [...] [--model_dir models] [--top_k 3]
                        [--threshold P] [--json] [--checkpoint PATH|best]
+                       [--precision auto|fp32|bf16|fp16]
 
 Folders are searched recursively; a file that cannot be read gets one error
 line (or a JSON entry with "error") and the others go on. The exit code is
 non-zero only when nothing could be classified. Each image is decoded and
 preprocessed exactly as FlowIO.py stores it and Evaluation.py reads it (EXIF
-orientation, colour conversion, --max_side, centre crop).
+orientation, colour conversion, --max_side, centre crop). The precision it
+computes in goes to stderr (into the JSON with --json): with "auto", the
+fastest that keeps fp32's answers (hardware.choose_precision): fp32 on CPUs,
+fp16 on GPUs with tensor cores; --precision bf16 is faster on CPUs with AMX
+or avx512_bf16, and may change an answer that is a near tie.
 
 From Python, load once and classify many:
 
@@ -19,6 +24,7 @@ From Python, load once and classify many:
 Export for serving (no images needed):
 
     python useModel.py --export DIR [--model_dir models] [--checkpoint best]
+                       [--export_precision fp32|bf16|fp16]
     python useModel.py --export_tflite FILE [--model_dir models]
 
 --export writes a SavedModel to DIR/<version> (the next free integer, the
@@ -26,10 +32,12 @@ layout TensorFlow Serving watches). Its "serving_default" signature takes
 `image_bytes`, a 1-D string tensor of encoded images (JPEG, PNG, GIF, BMP,
 WebP), and returns, for each image, every class most probable first:
 `classes` [batch, num_classes] (names), `probabilities` [batch, num_classes]
-and `class_ids` [batch, num_classes] (indices into labels.txt). The graph
-is built from code (modeldir.build_network + FlowIO.preprocess_for_eval) and only the
-checkpoint's variables are read. TensorFlow's decoders ignore EXIF, so
-clients must send upright images (useModel.py and FlowIO.py rotate by EXIF).
+and `class_ids` [batch, num_classes] (indices into labels.txt). Its layers
+compute in float32 (it runs anywhere) unless --export_precision says bf16 or
+fp16. The graph is built from code (modeldir.build_network +
+FlowIO.preprocess_for_eval) and only the checkpoint's variables are read.
+TensorFlow's decoders ignore EXIF, so clients must send upright images
+(useModel.py and FlowIO.py rotate by EXIF).
 
 --export_tflite writes a TensorFlow Lite model taking RGB pixels, float32
 0..255, [N, size, size, 3] (shorter side resized to ceil(size / 0.875), then
@@ -38,7 +46,6 @@ the central square: see tflite_pixels()), returning probabilities
 .labels.txt beside it, one per line.
 """
 import argparse
-import contextlib
 import glob
 import json
 import os
@@ -56,6 +63,7 @@ if __name__ == "__main__":
 import tensorflow as tf
 
 import FlowIO
+import hardware
 import imagefile
 import modeldir
 from cli import UserError
@@ -64,11 +72,16 @@ from cli import UserError
 class Classifier:
     """A trained model loaded once: predict() classifies lists of image files."""
 
-    def __init__(self, model_dir="models", checkpoint=None, batch_size=32):
+    def __init__(self, model_dir="models", checkpoint=None, batch_size=32, precision="auto"):
         self.manifest = modeldir.load_manifest(model_dir)
         self.labels = self.manifest["labels"]
         self.batch_size = batch_size
         self.checkpoint = modeldir.resolve_checkpoint(model_dir, checkpoint)
+        # hardware.choose_precision: "auto" is the fastest this machine has
+        # that keeps the answers (BENCHMARKS.md, "Precision").
+        self.precision = hardware.choose_precision(precision, purpose="prediction")
+        network = modeldir.frozen_network(self.manifest, self.checkpoint,
+                                          self.precision.graph_dtype)
         self._graph = tf.Graph()
         with self._graph.as_default():
             # The input is encoded JPEG bytes, as FlowIO stores them; the graph
@@ -78,9 +91,9 @@ class Classifier:
             images = tf.map_fn(_plain(lambda e: FlowIO.preprocess_for_eval(e, size)),
                                self._encoded,
                                fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
-            self._probabilities = network_probabilities(images, self.manifest)
-            self._session = tf.compat.v1.Session(graph=self._graph)
-            modeldir.restore(self._session, self.checkpoint)
+            self._probabilities = tf.nn.softmax(modeldir.import_network(network, images))
+        self._session = tf.compat.v1.Session(
+            graph=self._graph, config=hardware.session_config(False, self.precision))
 
     def probabilities(self, encoded_images):
         """[len(encoded_images), num_classes] for JPEG bytes from encode_image_file."""
@@ -122,9 +135,10 @@ def _plain(fn):
     return tf.autograph.experimental.do_not_convert(fn)
 
 
-def network_probabilities(images, manifest):
+def network_probabilities(images, manifest, compute_dtype=tf.float32):
     """Softmax of the eval-mode network on preprocessed images [N, size, size, 3]."""
-    logits = modeldir.build_network(images, manifest, is_train=False)
+    logits = modeldir.build_network(images, manifest, is_train=False,
+                                    compute_dtype=compute_dtype)
     return tf.nn.softmax(logits, name="probabilities")
 
 
@@ -183,28 +197,20 @@ def serving_preprocess(encoded, image_size):
     return FlowIO.preprocess_for_eval(jpeg, image_size)
 
 
-@contextlib.contextmanager
-def _quiet_tf1_notices():
-    """The export uses TF1 APIs on purpose (Builder, from_session): their
-    deprecation notices would bury the one line that matters."""
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _next_version(export_dir):
     """TensorFlow Serving loads the highest integer sub-folder: one above it."""
     versions = [int(name) for name in os.listdir(export_dir) if name.isdigit()]
     return max(versions, default=0) + 1
 
 
-def export_saved_model(model_dir, export_dir, checkpoint=None):
+def export_saved_model(model_dir, export_dir, checkpoint=None, precision="fp32"):
     """Writes a SavedModel of the checkpoint to export_dir/<next version>;
-    returns (its path, the checkpoint)."""
+    returns (its path, the checkpoint).
+
+    precision "fp32" (the default) runs on any server. "bf16" or "fp16" build
+    the layers in that type (variables stay float32, read through casts), for
+    a server with the matching hardware: the graph is fixed in the SavedModel,
+    so the serving machine cannot choose as Classifier does."""
     manifest = modeldir.load_manifest(model_dir)
     checkpoint = modeldir.resolve_checkpoint(model_dir, checkpoint)
     size = manifest["image_size"]
@@ -216,12 +222,12 @@ def export_saved_model(model_dir, export_dir, checkpoint=None):
                                f"({error.strerror or error})")
     try:
         graph = tf.Graph()
-        with _quiet_tf1_notices(), graph.as_default(), \
+        with modeldir.quiet_tf1_notices(), graph.as_default(), \
                 tf.compat.v1.Session(graph=graph) as session:
             encoded = tf.compat.v1.placeholder(tf.string, [None], name=SERVING_INPUT)
             images = tf.map_fn(_plain(lambda e: serving_preprocess(e, size)), encoded,
                                fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
-            probabilities = network_probabilities(images, manifest)
+            probabilities = network_probabilities(images, manifest, hardware.DTYPES[precision])
             # Every class, best first: clients slice [:, :k] for a top-k.
             top = tf.math.top_k(probabilities, k=len(manifest["labels"]))
             names = tf.gather(tf.constant(manifest["labels"]), top.indices)
@@ -277,7 +283,7 @@ def export_tflite(model_dir, path, checkpoint=None):
     checkpoint = modeldir.resolve_checkpoint(model_dir, checkpoint)
     size = manifest["image_size"]
     graph = tf.Graph()
-    with _quiet_tf1_notices():
+    with modeldir.quiet_tf1_notices():
         with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
             pixels = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3], name="pixels")
             probabilities = network_probabilities(FlowIO.normalize(pixels), manifest)
@@ -342,8 +348,16 @@ def main():
                         help="below this probability the answer is 'unknown'")
     parser.add_argument("--batch_size", type=int, default=32, help="(default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--precision", choices=hardware.PRECISIONS, default="auto",
+                        help="classify in this precision (default: auto, the fastest this "
+                             "machine has that keeps fp32's answers: fp32 on CPUs, fp16 on "
+                             "GPUs with tensor cores; said on stderr)")
     parser.add_argument("--export", metavar="DIR", default=None,
                         help="write a SavedModel for TensorFlow Serving to DIR/<next version>")
+    parser.add_argument("--export_precision", choices=sorted(hardware.DTYPES), default="fp32",
+                        help="the SavedModel's layers in this precision (default: "
+                             "%(default)s, which runs anywhere; bf16 for servers with AMX "
+                             "or GPUs of compute capability 8.0+, fp16 for GPUs)")
     parser.add_argument("--export_tflite", metavar="FILE", default=None,
                         help="write a TensorFlow Lite model (pixels in) to FILE")
     args = parser.parse_args()
@@ -351,11 +365,12 @@ def main():
         parser.error("give images to classify, or --export DIR / --export_tflite FILE")
     document = {}
     if args.export:
-        path, checkpoint = export_saved_model(args.model_dir, args.export, args.checkpoint)
-        document["saved_model"] = path
+        path, checkpoint = export_saved_model(args.model_dir, args.export, args.checkpoint,
+                                              args.export_precision)
+        document.update(saved_model=path, saved_model_precision=args.export_precision)
         if not args.json:
-            print(f"exported {checkpoint} -> {path} (signature serving_default: "
-                  f"{SERVING_INPUT} -> classes, probabilities, class_ids)")
+            print(f"exported {checkpoint} -> {path} ({args.export_precision}; signature "
+                  f"serving_default: {SERVING_INPUT} -> classes, probabilities, class_ids)")
     if args.export_tflite:
         path, labels_path, checkpoint = export_tflite(args.model_dir, args.export_tflite,
                                                       args.checkpoint)
@@ -368,15 +383,18 @@ def main():
             print(json.dumps({"exported": document}, ensure_ascii=False, indent=1))
         return
     paths, problems = expand_inputs(args.images)
-    classifier = Classifier(args.model_dir, args.checkpoint, args.batch_size)
+    classifier = Classifier(args.model_dir, args.checkpoint, args.batch_size, args.precision)
     results = problems + classifier.predict(paths, args.top_k, args.threshold)
     classified = sum(1 for r in results if "predictions" in r)
     if args.json:
         if document:
             document = {"exported": document}
-        document.update(checkpoint=classifier.checkpoint, results=results)
+        document.update(checkpoint=classifier.checkpoint, results=results,
+                        precision=classifier.precision._asdict())
         print(json.dumps(document, ensure_ascii=False, indent=1))
     else:
+        # On stderr: stdout stays one "path: label (...)" line per image.
+        print(classifier.precision, file=sys.stderr)
         for result in results:
             if "error" in result:
                 print(f"{result['path']}: error: {result['error']}", file=sys.stderr)

@@ -1,6 +1,8 @@
 """Precision (hardware.choose_precision): the choice on every kind of machine,
 from faked CPU and GPU features; bf16 training graphs that train with float32
-variables."""
+variables; prediction in bf16 giving fp32's answers."""
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,8 +12,9 @@ import cpu_gradients
 import hardware
 import resnet
 import train
+import useModel
 from cli import UserError
-from conftest import COLOURS
+from conftest import COLOURS, make_colour_images
 
 XEON_AMX = {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8"}
 EPYC_AVX512 = {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni"}  # Zen 4
@@ -167,3 +170,41 @@ def test_bf16_training_graph_trains_with_float32_variables(device):
     assert batch_norms and all(n.attr["U"].type == tf.float32.as_datatype_enum
                                for n in batch_norms)
     assert any(dtype_of(n) == tf.bfloat16 for n in batch_norms)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Nine new colour images (three per class), not seen in training."""
+    root = make_colour_images(str(tmp_path_factory.mktemp("parity")), per_class=3, seed=7)
+    return sorted(os.path.join(root, c, f) for c in COLOURS for f in os.listdir(
+        os.path.join(root, c)))
+
+
+def top1(results):
+    return [r["predictions"][0]["label"] for r in results]
+
+
+@needs_bf16
+def test_bf16_prediction_gives_fp32s_answers(trained_model, images, tmp_path):
+    answers = {}
+    for name in ("fp32", "bf16"):
+        classifier = useModel.Classifier(trained_model, precision=name)
+        assert classifier.precision.name == name
+        answers[name] = classifier.predict(images, top_k=3)
+        classifier.close()
+    assert top1(answers["bf16"]) == top1(answers["fp32"])
+    assert sum(label == os.path.basename(os.path.dirname(path))
+               for label, path in zip(top1(answers["fp32"]), images)) >= len(images) - 1
+    for low, full in zip(answers["bf16"], answers["fp32"]):
+        assert abs(low["predictions"][0]["probability"]
+                   - full["predictions"][0]["probability"]) < 0.05
+    # A SavedModel exported in bf16 answers the same too.
+    path, _ = useModel.export_saved_model(trained_model, str(tmp_path / "serving"),
+                                          precision="bf16")
+    serving = tf.saved_model.load(path).signatures["serving_default"]
+    encoded = []
+    for image in images:
+        with open(image, "rb") as f:
+            encoded.append(f.read())
+    classes = serving(image_bytes=tf.constant(encoded))["classes"].numpy()[:, 0]
+    assert [c.decode() for c in classes] == top1(answers["fp32"])
