@@ -2,6 +2,7 @@
 
     python Evaluation.py [--model_dir models] [--data_dir data/tfrecords]
                          [--checkpoint PATH|best|all] [--split validation] [--json]
+                         [--precision auto|fp32|bf16|fp16]
     python Evaluation.py --image_dir DIR [--model_dir models] [...]
 
 Prints top-1 (and top-5 with at least 5 classes) accuracy, the loss, a
@@ -9,7 +10,10 @@ per-class table of precision, recall, F1 and support, and a confusion matrix;
 writes confusion_matrix.png, misclassified.csv and metrics.json to
 --output_dir (default: MODEL_DIR/eval). `--checkpoint all` evaluates every
 checkpoint in --model_dir (best/ included) and marks the best one -- the way
-to choose the model to keep. --json prints one JSON object instead.
+to choose the model to keep. --json prints one JSON object instead. The
+first line says the precision it computes in (hardware.choose_precision;
+"auto": the fastest this machine has that keeps fp32's answers: fp32 on
+CPUs, fp16 on GPUs with tensor cores).
 
 --image_dir evaluates every image of a class-per-folder tree without a
 FlowIO.py run by the user: the tree is converted exactly as FlowIO.py would
@@ -33,6 +37,7 @@ if __name__ == "__main__":
 import tensorflow as tf
 
 import FlowIO
+import hardware
 import imagefile
 import modeldir
 from cli import UserError
@@ -53,6 +58,10 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", default=None,
                         help="a checkpoint prefix, 'best', or 'all' (default: the newest)")
     parser.add_argument("--batch_size", type=cli.positive_int, default=64, help="(default: %(default)s)")
+    parser.add_argument("--precision", choices=hardware.PRECISIONS, default="auto",
+                        help="compute in this precision (default: auto, the fastest this "
+                             "machine has that keeps fp32's answers: fp32 on CPUs, fp16 on "
+                             "GPUs with tensor cores)")
     parser.add_argument("--output_dir", default=None,
                         help="where the PNG, CSV and JSON go (default: MODEL_DIR/eval)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -85,9 +94,12 @@ def choose_checkpoints(model_dir, choice):
     return chosen
 
 
-def predict_split(manifest, model_dir, checkpoint, data_dir, split, batch_size):
+def predict_split(manifest, model_dir, checkpoint, data_dir, split, batch_size, precision):
     """Probabilities, true labels and file names of every record of a split,
-    and the checkpoint they came from."""
+    computed in `precision` (a hardware.Precision), and the checkpoint they
+    came from."""
+    network, checkpoint = modeldir.frozen_network(manifest, model_dir, checkpoint,
+                                                  precision.graph_dtype)
     graph = tf.Graph()
     with graph.as_default():
         with tf.device("/cpu:0"):  # input on the CPU, as in train.py
@@ -95,10 +107,8 @@ def predict_split(manifest, model_dir, checkpoint, data_dir, split, batch_size):
                                           training=False)
             images, labels, filenames = \
                 tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
-        logits = modeldir.build_network(images, manifest, is_train=False)
-        probabilities = tf.nn.softmax(logits)
-        with tf.compat.v1.Session() as session:
-            checkpoint = modeldir.restore_chosen(session, model_dir, checkpoint)
+        probabilities = tf.nn.softmax(modeldir.import_network(network, images))
+        with tf.compat.v1.Session(config=hardware.session_config(False, precision)) as session:
             outputs = {"probabilities": [], "labels": [], "filenames": []}
             while True:
                 try:
@@ -264,14 +274,15 @@ def convert_image_dir(image_dir, records_dir, manifest, args):
     return info["skipped"]
 
 
-def evaluate(manifest, checkpoint, args):
+def evaluate(manifest, checkpoint, args, precision):
     info = FlowIO.load_dataset_info(args.data_dir)
     if info["classes"] != manifest["labels"]:
         raise UserError(
             f"{args.data_dir} has classes {info['classes']} but the model in {args.model_dir} "
             f"was trained on {manifest['labels']}; evaluate on data with the same class folders")
     probabilities, labels, filenames, checkpoint = predict_split(
-        manifest, args.model_dir, checkpoint, args.data_dir, args.split, args.batch_size)
+        manifest, args.model_dir, checkpoint, args.data_dir, args.split, args.batch_size,
+        precision)
     expected = info["num_examples"][args.split]
     if len(labels) != expected:
         raise UserError(f"read {len(labels)} {args.split} records from {args.data_dir} "
@@ -283,6 +294,7 @@ def evaluate(manifest, checkpoint, args):
     metrics = compute_metrics(probabilities, labels, manifest["labels"])
     metrics["checkpoint"] = checkpoint
     metrics["step"] = modeldir.checkpoint_step(checkpoint)
+    metrics["precision"] = precision._asdict()
     return metrics, misclassified_rows(probabilities, labels, filenames, manifest["labels"])
 
 
@@ -317,23 +329,26 @@ def _write_outputs(metrics, misclassified, class_names, files):
 
 def main():
     args = parse_args()
+    precision = hardware.choose_precision(args.precision, purpose="prediction")
+    if not args.json:  # --json keeps stdout one JSON object; the precision is in it
+        print(precision)
     manifest = modeldir.load_manifest(args.model_dir)
     checkpoints = choose_checkpoints(args.model_dir, args.checkpoint)
     if args.image_dir is None:
-        return report(args, manifest, checkpoints, {})
+        return report(args, manifest, checkpoints, precision, {})
     with tempfile.TemporaryDirectory(prefix="evaluation-records-") as records_dir:
         skipped = convert_image_dir(args.image_dir, records_dir, manifest, args)
         args.data_dir, args.split = records_dir, "train"
-        return report(args, manifest, checkpoints,
+        return report(args, manifest, checkpoints, precision,
                       {"image_dir": imagefile.display_name(os.path.abspath(args.image_dir)),
                        "skipped": skipped})
 
 
-def report(args, manifest, checkpoints, extra):
+def report(args, manifest, checkpoints, precision, extra):
     """Evaluates, prints and writes the outputs; extra goes into the JSON."""
     output_dir = args.output_dir or os.path.join(args.model_dir, "eval")
     if args.checkpoint != "all":
-        metrics, misclassified = evaluate(manifest, checkpoints[0], args)
+        metrics, misclassified = evaluate(manifest, checkpoints[0], args, precision)
         metrics.update(extra)
         metrics["misclassified"] = misclassified
         metrics["files"] = output_files(output_dir)
@@ -349,13 +364,14 @@ def report(args, manifest, checkpoints, extra):
     # --checkpoint all: the seed's "choose the correct model" step.
     table = []
     for checkpoint in checkpoints:
-        metrics, _ = evaluate(manifest, checkpoint, args)
+        metrics, _ = evaluate(manifest, checkpoint, args, precision)
         table.append({k: metrics.get(k) for k in ("checkpoint", "step", "top1", "top5", "loss")})
     best = max(table, key=lambda row: (row["top1"], -row["loss"]))
     for row in table:
         row["best"] = row is best
     if args.json:
-        print(json.dumps(dict({"checkpoints": table, "best": best["checkpoint"]}, **extra),
+        print(json.dumps(dict({"checkpoints": table, "best": best["checkpoint"],
+                               "precision": precision._asdict()}, **extra),
                          ensure_ascii=False))
         return
     print(f"{'step':>8}  {'top-1':>6}  {'top-5':>6}  {'loss':>7}  checkpoint")

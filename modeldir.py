@@ -2,7 +2,8 @@
 and Evaluation.py and useModel.py read back, in one place.
 
     model.json        the manifest: network, image size, preprocessing, data
-                      fingerprint, TensorFlow version, training options
+                      fingerprint, TensorFlow version, the precision it was
+                      trained in, training options
     labels.txt        the label order ("index:name"), as FlowIO.py wrote it
     model.ckpt-STEP.* the newest checkpoints (tf.compat.v1.train.Saver, relative paths)
     best/             the checkpoint with the best validation accuracy so far,
@@ -10,13 +11,15 @@ and Evaluation.py and useModel.py read back, in one place.
     events.*          TensorBoard summaries
 
 As nanoGPT rebuilds its model from the config stored beside the weights,
-build_network() rebuilds ours from model.json: every reader calls it, so a
-model directory needs no flags to be used.
+build_network() rebuilds ours from model.json: every reader calls it
+(prediction through frozen_network()), so a model directory needs no flags
+to be used.
 """
 import contextlib
 import fcntl
 import glob
 import json
+import logging
 import os
 import re
 import sys
@@ -102,11 +105,60 @@ def write_manifest(model_dir, manifest, labels):
 def build_network(images, manifest, is_train, **options):
     """The logits of the network model.json describes, on preprocessed images.
 
-    options go to resnet.build (weight_decay, mixed_precision) and may not
+    options go to resnet.build (weight_decay, compute_dtype) and may not
     change the network's shape: that comes from the manifest alone.
     """
     return resnet.build(images, manifest["model"], len(manifest["labels"]), is_train,
                         shortcut=manifest.get("shortcut", "A"), **options)
+
+
+# ---------------------------------------------------------------------------
+# Prediction: the network with its weights as constants
+# ---------------------------------------------------------------------------
+def frozen_network(manifest, model_dir, checkpoint=None, compute_dtype=tf.float32):
+    """The eval-mode network with the weights of --checkpoint (as
+    restore_chosen takes it) in it as constants: (a GraphDef from preprocessed
+    images ("images:0", float32 [N, size, size, 3]) to logits ("logits:0",
+    float32), for import_network(); the checkpoint's path).
+
+    Prediction reads its weights once, so they may be constants: TensorFlow
+    then folds each batch norm into its conv, and under a lower precision
+    converts the weights once instead of at every batch. On a 2-core AVX-512
+    CPU that made fp32 prediction 1.1-2.3x and bf16 prediction 1.5-2.5x as
+    fast as the network with variables (BENCHMARKS.md, "Precision"); without
+    it, bf16 was slower than fp32 at small batches. The graph is built from
+    code and only the checkpoint's variables are read, as in restore().
+    """
+    size = manifest["image_size"]
+    graph = tf.Graph()
+    with graph.as_default(), quiet_tf1_notices():
+        images = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3], name="images")
+        logits = build_network(images, manifest, is_train=False, compute_dtype=compute_dtype)
+        tf.identity(logits, name="logits")
+        with tf.compat.v1.Session(graph=graph) as session:
+            checkpoint = restore_chosen(session, model_dir, checkpoint)
+            return tf.compat.v1.graph_util.convert_variables_to_constants(
+                session, graph.as_graph_def(), ["logits"]), checkpoint
+
+
+def import_network(network, images):
+    """The logits of a frozen_network() GraphDef on `images`, in the current graph."""
+    return tf.graph_util.import_graph_def(network, input_map={"images:0": images},
+                                          return_elements=["logits:0"], name="network")[0]
+
+
+@contextlib.contextmanager
+def quiet_tf1_notices():
+    """Freezing and exporting use TF1 APIs on purpose (convert_variables_to_constants,
+    the SavedModel Builder): their deprecation notices would bury the lines
+    that matter."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))  # never louder than cli made it
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 # ---------------------------------------------------------------------------

@@ -255,30 +255,32 @@ def inference(input_tensor, demos, num_output, is_train, end_points=None, shortc
 
 
 def _float32_variables(getter, name, shape=None, dtype=None, *args, **kwargs):
-    """Mixed precision: layers asking for float16 weights get float32
-    variables read through a cast, so updates keep full precision
+    """Mixed precision: layers asking for float16 or bfloat16 weights get
+    float32 variables read through a cast, so updates keep full precision
     (Micikevicius et al., arXiv 1710.03740)."""
-    if dtype == tf.float16:
-        return tf.cast(getter(name, shape, tf.float32, *args, **kwargs), tf.float16)
+    if dtype in (tf.float16, tf.bfloat16):
+        return tf.cast(getter(name, shape, tf.float32, *args, **kwargs), dtype)
     return getter(name, shape, dtype, *args, **kwargs)
 
 
 def build(images, model, num_output, is_train, weight_decay=1e-4, shortcut="A",
-          mixed_precision=False):
+          compute_dtype=tf.float32):
     """inference() for the configuration named `model` (a ResNet_demo key),
     inside the network's arg_scope: what the scripts call.
 
-    mixed_precision: compute in float16 (float32 variables, batch-norm
-    statistics and logits); for GPUs with tensor cores.
+    compute_dtype: tf.float16 or tf.bfloat16 computes the layers in that type
+    (float32 variables, batch-norm statistics and logits): what a GPU's
+    tensor cores run fast (hardware.Precision.graph_dtype says when).
     """
     if model not in ResNet_demo:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(ResNet_demo)}")
+    compute_dtype = tf.as_dtype(compute_dtype)
     with slim.arg_scope(resnet_arg_scope(weight_decay)):
-        if not mixed_precision:
+        if compute_dtype == tf.float32:
             return inference(images, ResNet_demo[model], num_output, is_train, shortcut=shortcut)
         with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(),
                                          custom_getter=_float32_variables):
-            logits = inference(tf.cast(images, tf.float16), ResNet_demo[model], num_output,
+            logits = inference(tf.cast(images, compute_dtype), ResNet_demo[model], num_output,
                                is_train, shortcut=shortcut)
         return tf.cast(logits, tf.float32)
 

@@ -2,6 +2,11 @@
 
     python train.py [--data_dir data/tfrecords] [--model_dir models] [--model layer_14]
                     [--image_size N] [--batch_size 32] [--epochs 30] [--learning_rate 0.1]
+                    [--precision auto|fp32|bf16|fp16]
+
+The first line printed is the precision the run computes in and why
+(hardware.choose_precision: with auto, bf16 on CPUs with AMX or avx512_bf16
+and on GPUs of compute capability 8.0+, fp16 on 7.x, fp32 elsewhere).
 
 Running it again continues from the newest complete checkpoint in --model_dir
 (global step, optimizer state and schedule position). Ctrl-C or SIGTERM saves
@@ -100,9 +105,15 @@ def parse_args(argv=None):
                        help="'balanced' weighs each class's loss by the inverse of its "
                             "frequency (default: %(default)s)")
     group = parser.add_argument_group("speed")
+    group.add_argument("--precision", choices=hardware.PRECISIONS, default="auto",
+                       help="what the layers compute in: bf16 (bfloat16) or fp16 (float16, "
+                            "with dynamic loss scaling); variables, batch-norm statistics, "
+                            "the loss and the softmax stay fp32. auto (the default): bf16 on "
+                            "CPUs with AMX or avx512_bf16 and on GPUs of compute capability "
+                            "8.0+, fp16 on GPUs 7.x, fp32 elsewhere. The first line printed "
+                            "says what was chosen and why")
     group.add_argument("--mixed_precision", action="store_true",
-                       help="float16 compute with dynamic loss scaling (float32 variables and "
-                            "batch-norm statistics); for GPUs with tensor cores")
+                       help="the same as --precision fp16 (the older name)")
     group.add_argument("--xla", action="store_true",
                        help="compile the graph with XLA (helps on GPUs)")
     group = parser.add_argument_group("checkpoints and logging")
@@ -121,6 +132,11 @@ def parse_args(argv=None):
     group.add_argument("--deterministic", action="store_true",
                        help="deterministic ops: with --seed, two runs give the same losses")
     args = parser.parse_args(argv)
+    if args.mixed_precision:
+        if args.precision not in ("auto", "fp16"):
+            parser.error(f"--mixed_precision means --precision fp16, but --precision "
+                         f"{args.precision} was given; give one of them")
+        args.precision = "fp16"
     if args.deterministic and args.seed is None:
         args.seed = 0  # deterministic random ops need a seed
     if args.learning_rate is None:
@@ -165,8 +181,9 @@ def resolve_config(args, info, model_dir):
     return config, True
 
 
-def write_manifest(model_dir, config, info, args):
-    """model.json: what Evaluation.py and useModel.py rebuild the model from."""
+def write_manifest(model_dir, config, info, args, precision):
+    """model.json: what Evaluation.py and useModel.py rebuild the model from,
+    and how it was trained (precision: the one this run computed in, and why)."""
     manifest = {
         "model": config["model"],
         "num_classes": len(config["labels"]),
@@ -178,6 +195,7 @@ def write_manifest(model_dir, config, info, args):
         "data": {"dir": os.path.abspath(args.data_dir), "fingerprint": info["fingerprint"],
                  "num_examples": info["num_examples"]},
         "tensorflow": tf.__version__,
+        "precision": precision._asdict(),
         "training": {k: v for k, v in vars(args).items() if k not in ("data_dir", "model_dir")},
     }
     modeldir.write_manifest(model_dir, manifest, config["labels"])
@@ -208,7 +226,10 @@ def class_weight_vector(args, info, labels):
     return (counts.sum() / (len(labels) * np.maximum(counts, 1))).astype(np.float32)
 
 
-def build_training_graph(args, config, info, steps_per_epoch, total_steps):
+def build_training_graph(args, config, info, steps_per_epoch, total_steps, precision):
+    """The training step in `precision` (a hardware.Precision): the layers in
+    its graph_dtype, or float32 rewritten to bfloat16 by the session
+    (hardware.session_config) for bf16 on a CPU."""
     num_classes = len(config["labels"])
     # The input pipeline runs on the CPU, decoding and augmenting the next
     # batches (FlowIO prefetches) while the device runs the step; only the
@@ -218,15 +239,15 @@ def build_training_graph(args, config, info, steps_per_epoch, total_steps):
                                       args.batch_size, training=True, seed=args.seed)
         images, labels, _ = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
     global_step = tf.compat.v1.train.get_or_create_global_step()
-    with cpu_gradients.faster_weight_gradients():
+    with cpu_gradients.faster_weight_gradients(precision):
         logits = modeldir.build_network(images, config, is_train=True,
                                         weight_decay=args.weight_decay,
-                                        mixed_precision=args.mixed_precision)
+                                        compute_dtype=precision.graph_dtype)
     weights = tf.gather(tf.constant(class_weight_vector(args, info, config["labels"])), labels)
     cross_entropy = tf.compat.v1.losses.softmax_cross_entropy(
         tf.one_hot(labels, num_classes), logits, weights=weights,
         label_smoothing=args.label_smoothing)
-    # (Under mixed precision the L2 terms come in float16: sum them in float32.)
+    # (Built in float16 or bfloat16, the L2 terms come in it: sum them in float32.)
     regularization = tf.add_n([tf.cast(loss, tf.float32) for loss in
                                tf.compat.v1.losses.get_regularization_losses()] or [0.0])
     total_loss = tf.add(cross_entropy, regularization, name="total_loss")
@@ -234,7 +255,7 @@ def build_training_graph(args, config, info, steps_per_epoch, total_steps):
                                                labels), tf.float32))
     learning_rate = learning_rate_schedule(args, global_step, steps_per_epoch, total_steps)
     optimizer = tf.compat.v1.train.MomentumOptimizer(learning_rate, args.momentum)
-    if args.mixed_precision:
+    if precision.loss_scaling:
         # Dynamic loss scaling keeps small float16 gradients from flushing to
         # zero; steps whose gradients overflow are skipped.
         optimizer = tf.compat.v1.mixed_precision.MixedPrecisionLossScaleOptimizer(
@@ -420,6 +441,8 @@ def _check_memory(config, batch_size):
 
 
 def _train(args):
+    precision = hardware.choose_precision(args.precision)
+    print(precision, flush=True)  # the first line: what this run computes in, and why
     info = FlowIO.load_dataset_info(args.data_dir)
     config, resuming = resolve_config(args, info, args.model_dir)
     num_train = info["num_examples"]["train"]
@@ -440,19 +463,21 @@ def _train(args):
     for index, name in enumerate(config["labels"]):
         print(f"  {index:3d} {name}: {info['counts'][name]['train']} train, "
               f"{info['counts'][name]['validation']} validation")
-    write_manifest(args.model_dir, config, info, args)
+    write_manifest(args.model_dir, config, info, args, precision)
 
     graph = tf.Graph()
     with graph.as_default():
         if args.seed is not None:
             tf.compat.v1.set_random_seed(args.seed)
-        ops = build_training_graph(args, config, info, steps_per_epoch, total_steps)
+        ops = build_training_graph(args, config, info, steps_per_epoch, total_steps,
+                                   precision)
         validation = (build_validation_graph(args, config, info["num_examples"]["validation"])
                       if has_validation else None)
         saver = tf.compat.v1.train.Saver(max_to_keep=args.keep_checkpoints,
                                          save_relative_paths=True)
         best_saver = tf.compat.v1.train.Saver(max_to_keep=1, save_relative_paths=True)
-        with tf.compat.v1.Session(config=hardware.session_config(args.xla)) as session:
+        with tf.compat.v1.Session(config=hardware.session_config(args.xla, precision)) \
+                as session:
             session.run(tf.compat.v1.global_variables_initializer())
             restored = modeldir.restore_newest(session, saver, args.model_dir)
             step = int(session.run(ops["global_step"]))

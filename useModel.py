@@ -2,6 +2,7 @@
 
     python useModel.py IMAGE|FOLDER|GLOB [...] [--model_dir models] [--top_k 3]
                        [--threshold P] [--json] [--checkpoint PATH|best]
+                       [--precision auto|fp32|bf16|fp16]
 
 Folders are searched recursively; a file that cannot be used (not an image,
 broken, too large or too thin, not a regular file: a pipe or device is never
@@ -10,7 +11,11 @@ on. Names that are not UTF-8 are printed with their odd bytes as \\xNN, so the
 output (and --json's) is always valid UTF-8. The exit code is
 non-zero only when nothing could be classified. Each image is decoded and
 preprocessed exactly as FlowIO.py stores it and Evaluation.py reads it (EXIF
-orientation, colour conversion, --max_side, centre crop).
+orientation, colour conversion, --max_side, centre crop). The precision it
+computes in goes to stderr (into the JSON with --json): with "auto", the
+fastest that keeps fp32's answers (hardware.choose_precision): fp32 on CPUs,
+fp16 on GPUs with tensor cores; --precision bf16 is faster on CPUs with AMX
+or avx512_bf16, and may change an answer that is a near tie.
 
 From Python, load once and classify many:
 
@@ -22,6 +27,7 @@ From Python, load once and classify many:
 Export for serving (no images needed):
 
     python useModel.py --export DIR [--model_dir models] [--checkpoint best]
+                       [--export_precision fp32|bf16|fp16]
     python useModel.py --export_tflite FILE [--model_dir models]
     python useModel.py --export_onnx FILE [--model_dir models]
 
@@ -33,7 +39,8 @@ WebP), and returns, for each image, every class most probable first:
 and `class_ids` [batch, num_classes] (indices into labels.txt). An image
 whose header claims a size outside imagefile.py's rule (too large, too thin)
 or that is none of those formats fails the request with InvalidArgument before
-anything is decoded. The graph is built from code (modeldir.build_network +
+anything is decoded. Its layers compute in float32 (it runs anywhere) unless
+--export_precision says bf16 or fp16. The graph is built from code (modeldir.build_network +
 FlowIO.preprocess_for_eval) and only the checkpoint's variables are read.
 TensorFlow's decoders ignore EXIF, so clients must send upright images
 (useModel.py and FlowIO.py rotate by EXIF).
@@ -46,7 +53,6 @@ the central square: see frozen_pixel_graph()), returning probabilities
 an ONNX model (and the same labels file), which clients/onnx_predict.py runs
 in ONNX Runtime without TensorFlow.
 """
-import contextlib
 import json
 import logging
 import os
@@ -64,6 +70,7 @@ if __name__ == "__main__":
 import tensorflow as tf
 
 import FlowIO
+import hardware
 import imagefile
 import modeldir
 from cli import UserError
@@ -72,11 +79,16 @@ from cli import UserError
 class Classifier:
     """A trained model loaded once: predict() classifies lists of image files."""
 
-    def __init__(self, model_dir="models", checkpoint=None, batch_size=32):
+    def __init__(self, model_dir="models", checkpoint=None, batch_size=32, precision="auto"):
         self.manifest = modeldir.load_manifest(model_dir)
         self.labels = self.manifest["labels"]
         self.batch_size = batch_size
         modeldir.resolve_checkpoint(model_dir, checkpoint)  # a clear error if there is none
+        # hardware.choose_precision: "auto" is the fastest this machine has
+        # that keeps the answers (BENCHMARKS.md, "Precision").
+        self.precision = hardware.choose_precision(precision, purpose="prediction")
+        network, self.checkpoint = modeldir.frozen_network(
+            self.manifest, model_dir, checkpoint, self.precision.graph_dtype)
         self._graph = tf.Graph()
         with self._graph.as_default():
             # The input is encoded JPEG bytes, as FlowIO stores them; the graph
@@ -86,9 +98,9 @@ class Classifier:
             images = tf.map_fn(_plain(lambda e: FlowIO.preprocess_for_eval(e, size)),
                                self._encoded,
                                fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
-            self._probabilities = network_probabilities(images, self.manifest)
-            self._session = tf.compat.v1.Session(graph=self._graph)
-            self.checkpoint = modeldir.restore_chosen(self._session, model_dir, checkpoint)
+            self._probabilities = tf.nn.softmax(modeldir.import_network(network, images))
+        self._session = tf.compat.v1.Session(
+            graph=self._graph, config=hardware.session_config(False, self.precision))
 
     def probabilities(self, encoded_images):
         """[len(encoded_images), num_classes] for JPEG bytes from encode_image_file."""
@@ -143,9 +155,10 @@ def _plain(fn):
     return tf.autograph.experimental.do_not_convert(fn)
 
 
-def network_probabilities(images, manifest):
+def network_probabilities(images, manifest, compute_dtype=tf.float32):
     """Softmax of the eval-mode network on preprocessed images [N, size, size, 3]."""
-    logits = modeldir.build_network(images, manifest, is_train=False)
+    logits = modeldir.build_network(images, manifest, is_train=False,
+                                    compute_dtype=compute_dtype)
     return tf.nn.softmax(logits, name="probabilities")
 
 
@@ -290,28 +303,20 @@ def serving_preprocess(encoded, image_size):
     return FlowIO.preprocess_for_eval(jpeg, image_size)
 
 
-@contextlib.contextmanager
-def _quiet_tf1_notices():
-    """The export uses TF1 APIs on purpose (Builder, from_session): their
-    deprecation notices would bury the one line that matters."""
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _next_version(export_dir):
     """TensorFlow Serving loads the highest integer sub-folder: one above it."""
     versions = [int(name) for name in os.listdir(export_dir) if name.isdigit()]
     return max(versions, default=0) + 1
 
 
-def export_saved_model(model_dir, export_dir, checkpoint=None):
+def export_saved_model(model_dir, export_dir, checkpoint=None, precision="fp32"):
     """Writes a SavedModel of the checkpoint to export_dir/<next version>;
-    returns (its path, the checkpoint)."""
+    returns (its path, the checkpoint).
+
+    precision "fp32" (the default) runs on any server. "bf16" or "fp16" build
+    the layers in that type (variables stay float32, read through casts), for
+    a server with the matching hardware: the graph is fixed in the SavedModel,
+    so the serving machine cannot choose as Classifier does."""
     manifest = modeldir.load_manifest(model_dir)
     modeldir.resolve_checkpoint(model_dir, checkpoint)  # a clear error if there is none
     try:
@@ -320,7 +325,8 @@ def export_saved_model(model_dir, export_dir, checkpoint=None):
     except OSError as error:
         raise UserError(f"--export {export_dir}: cannot write there ({cli.reason(error)})")
     try:
-        return _export_saved_model(manifest, model_dir, checkpoint, staging, export_dir)
+        return _export_saved_model(manifest, model_dir, checkpoint, staging, export_dir,
+                                   precision)
     except (OSError, tf.errors.OpError) as error:
         raise UserError(f"--export {export_dir}: cannot write there ({cli.reason(error)}); "
                         f"nothing was exported: free some space or choose another folder")
@@ -328,16 +334,16 @@ def export_saved_model(model_dir, export_dir, checkpoint=None):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _export_saved_model(manifest, model_dir, checkpoint, staging, export_dir):
+def _export_saved_model(manifest, model_dir, checkpoint, staging, export_dir, precision):
     """export_saved_model's work: built in staging, then moved in."""
     size = manifest["image_size"]
     graph = tf.Graph()
-    with _quiet_tf1_notices(), graph.as_default(), \
+    with modeldir.quiet_tf1_notices(), graph.as_default(), \
             tf.compat.v1.Session(graph=graph) as session:
         encoded = tf.compat.v1.placeholder(tf.string, [None], name=SERVING_INPUT)
         images = tf.map_fn(_plain(lambda e: serving_preprocess(e, size)), encoded,
                            fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
-        probabilities = network_probabilities(images, manifest)
+        probabilities = network_probabilities(images, manifest, hardware.DTYPES[precision])
         # Every class, best first: clients slice [:, :k] for a top-k.
         top = tf.math.top_k(probabilities, k=len(manifest["labels"]))
         names = tf.gather(tf.constant(manifest["labels"]), top.indices)
@@ -399,7 +405,7 @@ def frozen_pixel_graph(model_dir, checkpoint=None):
     modeldir.resolve_checkpoint(model_dir, checkpoint)  # a clear error if there is none
     size = manifest["image_size"]
     graph = tf.Graph()
-    with _quiet_tf1_notices(), graph.as_default(), \
+    with modeldir.quiet_tf1_notices(), graph.as_default(), \
             tf.compat.v1.Session(graph=graph) as session:
         pixels = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3],
                                           name=PIXELS_INPUT)
@@ -443,7 +449,7 @@ def export_tflite(model_dir, path, checkpoint=None):
     # them, the converter logs an error about the variables' initialisers,
     # harmless but alarming.
     graph = tf.Graph()
-    with _quiet_tf1_notices(), graph.as_default(), \
+    with modeldir.quiet_tf1_notices(), graph.as_default(), \
             tf.compat.v1.Session(graph=graph) as session:
         tf.graph_util.import_graph_def(frozen, name="")
         converter = tf.compat.v1.lite.TFLiteConverter.from_session(
@@ -472,7 +478,7 @@ def export_onnx(model_dir, path, checkpoint=None):
         raise UserError(f"--export_onnx needs {error.name}: pip install -r requirements.txt")
     frozen, manifest, checkpoint = frozen_pixel_graph(model_dir, checkpoint)
     # tf2onnx logs each conversion step at INFO: it would bury the one line that matters.
-    with _quiet_tf1_notices(), tf2onnx.logging.set_scope_level(
+    with modeldir.quiet_tf1_notices(), tf2onnx.logging.set_scope_level(
             logging.ERROR, logging.getLogger("tf2onnx")):
         model, _ = tf2onnx.convert.from_graph_def(
             frozen, input_names=[PIXELS_INPUT + ":0"],
@@ -501,8 +507,16 @@ def parse_args(argv=None):
                         help="below this probability the answer is 'unknown'")
     parser.add_argument("--batch_size", type=cli.positive_int, default=32, help="(default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--precision", choices=hardware.PRECISIONS, default="auto",
+                        help="classify in this precision (default: auto, the fastest this "
+                             "machine has that keeps fp32's answers: fp32 on CPUs, fp16 on "
+                             "GPUs with tensor cores; said on stderr)")
     parser.add_argument("--export", metavar="DIR", default=None,
                         help="write a SavedModel for TensorFlow Serving to DIR/<next version>")
+    parser.add_argument("--export_precision", choices=sorted(hardware.DTYPES), default="fp32",
+                        help="the SavedModel's layers in this precision (default: "
+                             "%(default)s, which runs anywhere; bf16 for servers with AMX "
+                             "or GPUs of compute capability 8.0+, fp16 for GPUs)")
     parser.add_argument("--export_tflite", metavar="FILE", default=None,
                         help="write a TensorFlow Lite model (pixels in) to FILE")
     parser.add_argument("--export_onnx", metavar="FILE", default=None,
@@ -519,11 +533,13 @@ def main():
     args = parse_args()
     document = {}
     if args.export:
-        path, checkpoint = export_saved_model(args.model_dir, args.export, args.checkpoint)
-        document["saved_model"] = imagefile.display_name(path)
+        path, checkpoint = export_saved_model(args.model_dir, args.export, args.checkpoint,
+                                              args.export_precision)
+        document.update(saved_model=imagefile.display_name(path),
+                        saved_model_precision=args.export_precision)
         if not args.json:
-            print(f"exported {checkpoint} -> {path} (signature serving_default: "
-                  f"{SERVING_INPUT} -> classes, probabilities, class_ids)")
+            print(f"exported {checkpoint} -> {path} ({args.export_precision}; signature "
+                  f"serving_default: {SERVING_INPUT} -> classes, probabilities, class_ids)")
     if args.export_tflite:
         path, labels_path, checkpoint = export_tflite(args.model_dir, args.export_tflite,
                                                       args.checkpoint)
@@ -545,7 +561,7 @@ def main():
             print(json.dumps({"exported": document}, ensure_ascii=False, indent=1))
         return
     paths, problems = imagefile.expand_inputs(args.images)
-    classifier = Classifier(args.model_dir, args.checkpoint, args.batch_size)
+    classifier = Classifier(args.model_dir, args.checkpoint, args.batch_size, args.precision)
     results = problems + classifier.predict(paths, args.top_k, args.threshold)
     classified = sum(1 for r in results if "predictions" in r)
     for result in results:  # printable and valid JSON whatever bytes a name holds
@@ -554,9 +570,11 @@ def main():
         if document:
             document = {"exported": document}
         document.update(checkpoint=imagefile.display_name(classifier.checkpoint),
-                        results=results)
+                        results=results, precision=classifier.precision._asdict())
         print(json.dumps(document, ensure_ascii=False, indent=1))
     else:
+        # On stderr: stdout stays one "path: label (...)" line per image.
+        print(classifier.precision, file=sys.stderr)
         imagefile.print_results(results)
     sys.exit(0 if classified else 1)
 

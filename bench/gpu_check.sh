@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The device checks, as one script, for a machine with a GPU (about 6 minutes
+# The device checks, as one script, for a machine with a GPU (about 8 minutes
 # on one H100/H200 once TensorFlow is installed):
-#   1. TensorFlow sees the GPU;
-#   2. the demo pipeline trains on it with --mixed_precision --xla and
-#      Evaluation.py scores the result (correctness, not speed);
+#   1. TensorFlow sees the GPU, and what --precision auto chooses on it;
+#   2. the demo pipeline trains on it in bfloat16 and in float16 (dynamic loss
+#      scaling), both with XLA, and Evaluation.py scores each result in its
+#      precision and in fp32 (correctness, not speed);
 #   3. bench/train_speed.py: ResNet-50 images/s at batch 256, ours against
-#      Keras, float16 + XLA, 224 px, synthetic input.
+#      Keras (mixed_float16, mixed_bfloat16), fp16 and bf16, XLA, 224 px,
+#      synthetic input.
 # Everything goes to ${OUT:-/tmp/gpu_check}. BENCHMARKS.md, "Training on a GPU"
 # says what was expected. On a CPU `QUICK=1 bash bench/gpu_check.sh` runs the
-# same steps at toy sizes to check the script itself.
+# same steps at toy sizes to check the script itself (bf16 needs AVX-512 there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu_check}
@@ -17,13 +19,26 @@ if [ "${QUICK:-0}" = 1 ]; then epochs=0.2; batch=4; size=32; steps=1; else epoch
 
 python -c "import tensorflow as tf; print('GPUs:', tf.config.list_physical_devices('GPU'))" \
     2>&1 | tail -1 | tee "$out/devices.txt"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null >> "$out/devices.txt" || true
+nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv 2>/dev/null \
+    >> "$out/devices.txt" || true
+python -c "import cli; cli.configure_environment(); import hardware
+print('auto for training:', hardware.choose_precision())
+print('auto for prediction:', hardware.choose_precision(purpose='prediction'))" \
+    2>&1 | grep "^auto" | tee -a "$out/devices.txt"
 
 python FlowIO.py --output_dir "$out/tfrecords" > "$out/flowio.txt" 2>&1
-python train.py --data_dir "$out/tfrecords" --model_dir "$out/models" --epochs "$epochs" \
-    --mixed_precision --xla 2>&1 | tail -5 | tee "$out/train.txt"
-python Evaluation.py --data_dir "$out/tfrecords" --model_dir "$out/models" 2>&1 \
-    | grep -i "top-1\|top-5" | tee "$out/evaluation.txt"
+for precision in bf16 fp16; do
+    python train.py --data_dir "$out/tfrecords" --model_dir "$out/models_$precision" \
+        --epochs "$epochs" --precision "$precision" --xla > "$out/train_$precision.txt" \
+        2> "$out/train_$precision.err" || { tail -20 "$out/train_$precision.err"; exit 1; }
+    # The first line (the precision and why) and the end of training.
+    { head -1 "$out/train_$precision.txt"; tail -4 "$out/train_$precision.txt"; } | sed "s/^/$precision: /"
+    for evaluated in "$precision" fp32; do
+        python Evaluation.py --data_dir "$out/tfrecords" --model_dir "$out/models_$precision" \
+            --precision "$evaluated" 2>&1 | grep -i "^precision\|top-1" \
+            | sed "s/^/$precision model, evaluated in $evaluated: /" | tee -a "$out/evaluation.txt"
+    done
+done
 
 python bench/train_speed.py --batch_size "$batch" --image_size "$size" --steps "$steps" \
-    --rounds 1 --mixed_precision --xla 2>&1 | tee "$out/train_speed.txt"
+    --rounds 1 --precision fp16,bf16 --xla 2>&1 | tee "$out/train_speed.txt"

@@ -6,6 +6,7 @@ the start-up cost of `python useModel.py one.jpg`, and the serving runtimes
                                   [--startup_runs 3] [--workdir /tmp/bench-predict]
                                   [--sections throughput,startup,runtimes]
                                   [--rounds 2] [--single_runs 20] [--batch_runs 5]
+                                  [--precision auto|fp32|bf16|fp16]
 
 About 5 minutes on a 2-core CPU for the first two sections (ResNet-50 at 224
 px runs at ~10 images/s there); --num_images 200 for a quicker look (the rate
@@ -19,12 +20,13 @@ Set-up (cached in --workdir, not timed):
            written in train.py's format (model.json + labels.txt from
            modeldir.write_manifest, a tf.compat.v1.train.Saver checkpoint
            model.ckpt-0 with relative paths), loaded with
-           useModel.Classifier(model_dir, batch_size). Per image it checks the
+           useModel.Classifier(model_dir, batch_size, precision). Per image it checks the
            file with Pillow (imagefile.encode_image_file: decode, EXIF, colour
            mode; a plain JPEG is passed on byte for byte), then the graph
            decodes, resizes the shorter side to 256 (antialiased) and
            centre-crops 224 (FlowIO.preprocess_for_eval).
-  keras    tf.keras.applications.ResNet50(weights=None), model.predict over a
+  keras    tf.keras.applications.ResNet50(weights=None), in the Keras policy of
+           the same precision (mixed_bfloat16, mixed_float16), model.predict over a
            tf.data pipeline of the same files: read_file, decode_jpeg, resize
            to 224x224 (bilinear), resnet50.preprocess_input, batch, prefetch.
 
@@ -78,6 +80,7 @@ import tensorflow as tf
 import modeldir
 import resnet
 import useModel
+from train_speed import KERAS_POLICIES  # bench/ is the script's folder, on sys.path
 
 SIZE = 224
 
@@ -171,9 +174,12 @@ def classify_keras(model, paths, batch_size):
 def throughput(args, paths):
     model_dir = write_model_dir(os.path.join(args.workdir, "layer_50-224"), "layer_50", SIZE, 1000)
     start = time.perf_counter()
-    classifier = useModel.Classifier(model_dir, batch_size=args.batch_size)
-    print(f"ours: Classifier(layer_50, {SIZE} px) loaded in {time.perf_counter() - start:.1f} s")
+    classifier = useModel.Classifier(model_dir, batch_size=args.batch_size,
+                                     precision=args.precision)
+    print(f"ours: Classifier(layer_50, {SIZE} px) loaded in {time.perf_counter() - start:.1f} s; "
+          f"{classifier.precision}")
     start = time.perf_counter()
+    tf.keras.mixed_precision.set_global_policy(KERAS_POLICIES[classifier.precision.name])
     keras_model = tf.keras.applications.ResNet50(weights=None)
     print(f"keras: ResNet50(weights=None) built in {time.perf_counter() - start:.1f} s")
     contenders = {"ours": lambda chunk: classify_ours(classifier, chunk),
@@ -304,6 +310,8 @@ def main():
                         help="runtimes: single images timed per round")
     parser.add_argument("--batch_runs", type=int, default=5,
                         help="runtimes: batches timed per round")
+    parser.add_argument("--precision", default="auto",
+                        help="ours (and Keras' policy) in this precision (default: auto)")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     unknown = sections - {"throughput", "startup", "runtimes"}

@@ -1,9 +1,12 @@
 """Where a training step's time goes: one traced step of train.py's graph, by op.
 
     python bench/train_profile.py [--model layer_50] [--image_size 224] [--batch_size 32]
+                                  [--precision fp32|bf16|fp16|auto]
 
 Builds the same training graph as bench/train_speed.py (synthetic input,
-momentum SGD, GATE_NONE, batch norm in training mode, oneDNN on), runs two
+momentum SGD, GATE_NONE, batch norm in training mode, oneDNN on, the
+session settings of --precision: bf16 on a CPU is oneDNN's rewrite, whose
+kernels and casts the trace shows), runs two
 warm-up steps, then one step with a full trace. The session runs one op at a
 time (inter_op_parallelism_threads=1, each op still using every core), so the
 op times add up to the step instead of overlapping.
@@ -39,13 +42,14 @@ def main():
     parser.add_argument("--model", default="layer_50")
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--precision", default="fp32", help="(default: %(default)s)")
     args = parser.parse_args()
 
-    args.data_dir, args.mixed_precision = None, False  # synthetic input, float32
-    graph, train_op = build_ours(args)  # imports TensorFlow after turning oneDNN on
+    args.data_dir = None  # synthetic input
+    graph, train_op, config = build_ours(args)  # imports TensorFlow after turning oneDNN on
     import tensorflow as tf
 
-    config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=1)
+    config.inter_op_parallelism_threads = 1
     with tf.compat.v1.Session(graph=graph, config=config) as session:
         session.run(tf.compat.v1.global_variables_initializer())
         session.run(train_op)
@@ -78,8 +82,8 @@ def main():
                 pass_seconds[CONV_PASSES[op.type]] += seconds
                 pass_macs[CONV_PASSES[op.type]] += conv_macs(op)
     total = sum(by_type.values())
-    print(f"{args.model}, {args.image_size} px, batch {args.batch_size}: traced step "
-          f"{step_seconds:.2f} s ({args.batch_size / step_seconds:.2f} images/s), "
+    print(f"{args.model}, {args.image_size} px, batch {args.batch_size}, {args.precision}: "
+          f"traced step {step_seconds:.2f} s ({args.batch_size / step_seconds:.2f} images/s), "
           f"ops one at a time, {total:.2f} s of op time")
     for kernel, seconds in by_type.most_common(12):
         print(f"  {kernel:40s} {seconds:6.3f} s {seconds / total:6.1%}  ({count[kernel]} ops)")

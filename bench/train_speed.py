@@ -2,7 +2,7 @@
 
     python bench/train_speed.py [--models layer_50] [--image_size 224] [--batch_size 32]
                                 [--steps 3] [--rounds 2] [--data_dir DIR]
-                                [--mixed_precision] [--xla]
+                                [--precision fp32|bf16|fp16|auto|fp32,bf16] [--xla]
 
 Each measurement runs in its own process (so peak memory is per contender),
 and the contenders take turns (ours, Keras, ours, Keras, ...) so that drift on
@@ -14,18 +14,23 @@ oneDNN on, fused batch norm). Keras: tf.keras.applications.ResNet50/101/152
 in-memory images, or with --data_dir, real TFRecords through FlowIO's
 training pipeline (ours only; Keras gets the synthetic batch).
 
---mixed_precision and --xla switch both contenders to their GPU settings
-(ours: train.py's --mixed_precision and --xla; Keras: the mixed_float16
-policy with a LossScaleOptimizer, and jit_compile=True). They run on a CPU,
-slowly; they are there so one command measures a GPU when one is lent:
-    python bench/train_speed.py --batch_size 256 --mixed_precision --xla --steps 20
+--precision runs both contenders in that precision, as train.py's
+--precision does (hardware.choose_precision; default fp32): ours with train.py's
+graph and session settings, Keras with the matching policy (bf16:
+mixed_bfloat16; fp16: mixed_float16 and a LossScaleOptimizer). A
+comma-separated list (fp32,bf16) measures each precision in turn, all
+contenders of all precisions alternating, and prints each one's speed
+against ours in fp32. --xla compiles both (jit_compile=True for Keras). For
+a GPU, when one is lent:
+    python bench/train_speed.py --batch_size 256 --precision fp16,bf16 --xla --steps 20
 
-Printed per contender: images/s (median over rounds), the ratio, peak RSS,
-and the fraction of the CPU's FMA peak, counting a training step as 3x the
-forward multiply-adds (counted from the graph's conv and matmul shapes).
+Printed per contender: images/s (median over rounds), the ratios, peak RSS,
+and the fraction of the CPU's peak in that precision (peak_gflops(): the
+FMA peak for fp32, AMX's or AVX-512 BF16's for bf16), counting a training
+step as 3x the forward multiply-adds (counted from the graph's conv and
+matmul shapes).
 """
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -36,20 +41,37 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERAS_MODELS = {"layer_50": "ResNet50", "layer_101": "ResNet101", "layer_152": "ResNet152"}
+KERAS_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
-def fma_peak_gflops():
-    """cores x 2 FMA units x 8 float32 lanes (AVX2) x 2 flops x clock."""
+def peak_gflops(precision, cpuinfo="/proc/cpuinfo"):
+    """(GFLOP/s, how it was computed) of this CPU's peak in `precision`:
+    cores x flops per cycle x clock. fp32: 2 FMA units x 8 float32 lanes
+    (AVX2, and AMD's AVX-512, which runs on 256-bit units) or 16 (Intel's
+    AVX-512) x 2 flops. bf16: AMX's 1,024 flops per cycle (amx_bf16); AVX-512
+    BF16's dot products, twice fp32's; else fp32's (emulated)."""
+    sys.path.insert(0, REPO)
+    import hardware
+
     cores = os.cpu_count() or 1
-    ghz = 3.0
+    ghz, vendor = 3.0, ""
     try:
-        with open("/proc/cpuinfo") as f:
-            mhz = [float(l.split(":")[1]) for l in f if l.startswith("cpu MHz")]
-        if mhz:
-            ghz = max(mhz) / 1000
+        with open(cpuinfo) as f:
+            lines = f.readlines()
+        mhz = [float(l.split(":")[1]) for l in lines if l.startswith("cpu MHz")]
+        ghz = max(mhz) / 1000 if mhz else ghz
+        vendor = next((l.split(":")[1].strip() for l in lines if l.startswith("vendor_id")), "")
     except OSError:
         pass
-    return cores * 2 * 8 * 2 * ghz, cores, ghz
+    flags = hardware.cpu_flags(cpuinfo)
+    lanes = 16 if "avx512f" in flags and vendor == "GenuineIntel" else 8
+    per_cycle, how = 2 * lanes * 2, f"2 FMA x {lanes} lanes x 2 flops"
+    if precision == "bf16" and "amx_bf16" in flags:
+        per_cycle, how = 1024, "AMX 1,024 bf16 flops"
+    elif precision == "bf16" and "avx512_bf16" in flags:
+        per_cycle, how = 2 * per_cycle, f"AVX-512 BF16 2 x ({how})"
+    return (cores * per_cycle * ghz,
+            f"{cores} cores x {how} x {ghz:.2f} GHz = {cores * per_cycle * ghz:.0f} GFLOP/s")
 
 
 def conv_macs(op):
@@ -76,20 +98,24 @@ def forward_macs(graph):
     return total
 
 
-def build_ours(args, faster_weight_gradients=True):
+def build_ours(args, weight_gradient_limits=None):
     """train.py's training graph over synthetic images (or --data_dir's
-    TFRecords): (graph, train_op). bench/train_profile.py times the same one;
-    bench/weight_gradients.py also builds it without the CPU weight gradients."""
+    TFRecords) in args.precision: (graph, train_op, session config).
+    bench/train_profile.py times the same one; bench/weight_gradients.py also
+    builds it with other weight_gradient_limits (a cpu_gradients.Limits;
+    default: this CPU's)."""
     sys.path.insert(0, REPO)
     import numpy as np
     import cli
     cli.configure_environment()  # before TensorFlow loads
     import cpu_gradients
     import FlowIO
+    import hardware
     import resnet
     import tensorflow as tf
     import tf_slim as slim
 
+    precision = hardware.choose_precision(getattr(args, "precision", "fp32"))
     graph = tf.Graph()
     with graph.as_default():
         if args.data_dir:
@@ -103,31 +129,28 @@ def build_ours(args, faster_weight_gradients=True):
                                                   args.image_size, 3)).astype(np.float32))
             labels = tf.constant(rng.integers(0, 10, args.batch_size).astype(np.int32))
             num_classes = 10
-        faster = (cpu_gradients.faster_weight_gradients() if faster_weight_gradients
-                  else contextlib.nullcontext())
-        with faster:  # as train.py builds it
+        # As train.py builds it:
+        with cpu_gradients.faster_weight_gradients(precision, weight_gradient_limits):
             logits = resnet.build(images, args.model, num_classes, is_train=True,
-                                  mixed_precision=args.mixed_precision)
+                                  compute_dtype=precision.graph_dtype)
         loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels, logits) + tf.add_n(
             [tf.cast(l, tf.float32) for l in tf.compat.v1.losses.get_regularization_losses()])
         step = tf.compat.v1.train.get_or_create_global_step()
         optimizer = tf.compat.v1.train.MomentumOptimizer(0.01, 0.9)
-        if args.mixed_precision:
+        if precision.loss_scaling:
             optimizer = tf.compat.v1.mixed_precision.MixedPrecisionLossScaleOptimizer(
                 optimizer, "dynamic")
         train_op = slim.learning.create_train_op(  # as train.py builds it
             loss, optimizer, global_step=step,
             check_numerics=False, gate_gradients=tf.compat.v1.train.Optimizer.GATE_NONE)
-    return graph, train_op
+    return graph, train_op, hardware.session_config(getattr(args, "xla", False), precision)
 
 
 def measure_ours(args):
-    graph, train_op = build_ours(args)
-    import hardware
+    graph, train_op, config = build_ours(args)
     import resnet
     import tensorflow as tf
 
-    config = hardware.session_config(args.xla)
     with tf.Graph().as_default():  # count the forward pass of one image
         resnet.build(tf.zeros([1, args.image_size, args.image_size, 3]), args.model, 10, False)
         macs = forward_macs(tf.compat.v1.get_default_graph())
@@ -145,12 +168,12 @@ def measure_keras(args):
     import numpy as np
     import tensorflow as tf
 
-    if args.mixed_precision:
-        tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    tf.keras.mixed_precision.set_global_policy(KERAS_POLICIES[args.precision])
     model = getattr(tf.keras.applications, KERAS_MODELS[args.model])(
         weights=None, input_shape=(args.image_size, args.image_size, 3), classes=10)
     optimizer = tf.keras.optimizers.SGD(0.01, momentum=0.9)
-    if args.mixed_precision:
+    scaled = args.precision == "fp16"  # float16 needs loss scaling; bfloat16 does not
+    if scaled:
         optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=False)
     rng = np.random.default_rng(0)
@@ -162,8 +185,8 @@ def measure_keras(args):
     def train_step():
         with tf.GradientTape() as tape:
             loss = loss_fn(labels, model(images, training=True))
-            scaled = optimizer.scale_loss(loss) if args.mixed_precision else loss
-        gradients = tape.gradient(scaled, model.trainable_variables)
+            scaled_loss = optimizer.scale_loss(loss) if scaled else loss
+        gradients = tape.gradient(scaled_loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
 
@@ -185,15 +208,31 @@ def child(args):
                       "forward_macs": macs}))
 
 
-def run_child(args, contender, model):
+def run_child(args, contender, model, precision):
     command = [sys.executable, os.path.abspath(__file__), "--child", contender, "--models", model,
                "--image_size", str(args.image_size), "--batch_size", str(args.batch_size),
-               "--steps", str(args.steps)] + (["--data_dir", args.data_dir] if args.data_dir else []) \
-        + (["--mixed_precision"] if args.mixed_precision else []) + (["--xla"] if args.xla else [])
+               "--steps", str(args.steps), "--precision", precision] \
+        + (["--data_dir", args.data_dir] if args.data_dir else []) + (["--xla"] if args.xla else [])
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     if result.returncode != 0:
-        raise SystemExit(f"{contender} {model} failed:\n{result.stderr[-3000:]}")
+        raise SystemExit(f"{contender} {precision} {model} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def resolve_precisions(text):
+    """--precision's list, "auto" resolved as train.py resolves it (printed)."""
+    sys.path.insert(0, REPO)
+    import cli
+    cli.configure_environment()
+    import hardware
+
+    precisions = []
+    for name in text.split(","):
+        chosen = hardware.choose_precision(name)
+        if name == "auto":
+            print(f"auto: {chosen}")
+        precisions.append(chosen.name)
+    return list(dict.fromkeys(precisions))
 
 
 def main():
@@ -205,8 +244,11 @@ def main():
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement")
     parser.add_argument("--rounds", type=int, default=2, help="turns per contender")
     parser.add_argument("--data_dir", default=None, help="read real TFRecords (ours)")
-    parser.add_argument("--mixed_precision", action="store_true",
-                        help="float16 compute with loss scaling, both contenders (for GPUs)")
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32, bf16, fp16 or auto, or a comma-separated list of them "
+                             "(default: %(default)s)")
+    parser.add_argument("--mixed_precision", action="store_const", dest="precision",
+                        const="fp16", help="the same as --precision fp16 (the older name)")
     parser.add_argument("--xla", action="store_true", help="XLA for both contenders (for GPUs)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -214,31 +256,39 @@ def main():
         args.contender, args.model = args.child, args.models
         return child(args)
 
-    peak, cores, ghz = fma_peak_gflops()
-    print(f"FMA peak assumed: {cores} cores x 2 FMA x 8 lanes x 2 flops x {ghz:.2f} GHz "
-          f"= {peak:.0f} GFLOP/s; batch {args.batch_size}, {args.image_size} px, "
-          f"{args.steps} timed steps x {args.rounds} rounds, "
-          f"input {'TFRecords ' + args.data_dir if args.data_dir else 'synthetic'}"
-          f"{', mixed precision' if args.mixed_precision else ''}{', XLA' if args.xla else ''}")
+    precisions = resolve_precisions(args.precision)
+    print(f"batch {args.batch_size}, {args.image_size} px, {args.steps} timed steps x "
+          f"{args.rounds} rounds, input "
+          f"{'TFRecords ' + args.data_dir if args.data_dir else 'synthetic'}"
+          f"{', XLA' if args.xla else ''}")
+    for precision in precisions:
+        print(f"{precision} peak assumed: {peak_gflops(precision)[1]}")
     for model in args.models.split(","):
-        contenders = ["ours"] + (["keras"] if model in KERAS_MODELS else [])
+        contenders = [(c, p) for p in precisions
+                      for c in ["ours"] + (["keras"] if model in KERAS_MODELS else [])]
         runs = {c: [] for c in contenders}
         for _ in range(args.rounds):
             for contender in contenders:
-                runs[contender].append(run_child(args, contender, model))
-        ours = statistics.median(r["images_per_second"] for r in runs["ours"])
-        macs = runs["ours"][0]["forward_macs"]
-        device = runs["ours"][0]["device"]
-        share = (f"{ours * 3 * 2 * macs / 1e9 / peak:.0%} of the CPU's FMA peak"
-                 if device == "CPU" else "on the GPU")
-        print(f"{model} on {device}: ours {ours:.2f} img/s ({3 * 2 * macs / 1e9:.1f} GFLOP "
-              f"per image trained, {share}), peak RSS "
-              f"{max(r['peak_rss_mb'] for r in runs['ours']):.0f} MB")
-        if "keras" in runs:
-            keras = statistics.median(r["images_per_second"] for r in runs["keras"])
-            print(f"{model}: Keras {KERAS_MODELS[model]} {keras:.2f} img/s, peak RSS "
-                  f"{max(r['peak_rss_mb'] for r in runs['keras']):.0f} MB; "
-                  f"ours / Keras = {ours / keras:.2f}x")
+                runs[contender].append(run_child(args, contender[0], model, contender[1]))
+        speed = {c: statistics.median(r["images_per_second"] for r in runs[c]) for c in runs}
+        reference = speed[("ours", precisions[0])]
+        for precision in precisions:
+            ours = speed[("ours", precision)]
+            first = runs[("ours", precision)][0]
+            macs, device = first["forward_macs"], first["device"]
+            share = (f"{ours * 3 * 2 * macs / 1e9 / peak_gflops(precision)[0]:.0%} of the "
+                     f"CPU's {precision} peak" if device == "CPU" else "on the GPU")
+            versus = (f", {ours / reference:.2f}x ours {precisions[0]}"
+                      if precision != precisions[0] else "")
+            print(f"{model} {precision} on {device}: ours {ours:.2f} img/s{versus} "
+                  f"({3 * 2 * macs / 1e9:.1f} GFLOP per image trained, {share}), peak RSS "
+                  f"{max(r['peak_rss_mb'] for r in runs[('ours', precision)]):.0f} MB")
+            if ("keras", precision) in speed:
+                keras = speed[("keras", precision)]
+                print(f"{model} {precision}: Keras {KERAS_MODELS[model]} "
+                      f"({KERAS_POLICIES[precision]}) {keras:.2f} img/s, peak RSS "
+                      f"{max(r['peak_rss_mb'] for r in runs[('keras', precision)]):.0f} MB; "
+                      f"ours / Keras = {ours / keras:.2f}x")
 
 
 if __name__ == "__main__":

@@ -3,16 +3,22 @@ two other ways of computing them, shape by shape, then a whole training step.
 
     python bench/weight_gradients.py [--model layer_50] [--image_size 224]
                                      [--batch_size 32] [--repeats 5] [--step_rounds 4]
+                                     [--precision fp32|bf16] [--limits 0,0 7,14 ...]
 
 1. For every distinct conv shape of the network (stride 1: the strided ones
    always take TensorFlow's kernel), the median time of its weight gradient
    three ways: TensorFlow's Conv2DBackpropFilter (oneDNN), a matrix product
    (1x1 convs), and a forward conv with the batch and channel axes swapped
    (3x3 convs), with GFLOP/s, how often the shape occurs, and which one
-   cpu_gradients.py picks (its MATMUL_1X1_MAX_SIZE and SWAPPED_3X3_MAX_SIZE).
-2. Two training graphs of the same network (train.py's, synthetic input), one
-   with cpu_gradients.faster_weight_gradients and one without, taking turns for
-   --step_rounds rounds in one process: images/s of each and the ratio.
+   cpu_gradients.py picks on this CPU (cpu_gradients.choose_limits). In bf16
+   the three run on bfloat16 tensors: the kernels oneDNN's rewrite of a
+   training graph runs.
+2. Training graphs of the same network (train.py's, synthetic input, in
+   --precision), one per --limits (matrix products for 1x1 convs up to the
+   first number, swapped convs for 3x3 convs up to the second; 0,0:
+   TensorFlow's kernels; default: 0,0 and this CPU's choice), taking turns
+   for --step_rounds rounds in one process: images/s of each and the ratio
+   to the first.
 """
 import argparse
 import collections
@@ -48,9 +54,13 @@ def conv_shapes(resnet, tf, args):
 
 def compare_shapes(resnet, tf, np, args):
     import cpu_gradients
+    import hardware
 
-    print(f"{args.model}, {args.image_size} px, batch {args.batch_size}: weight gradient "
-          f"of each stride-1 conv shape, median of {args.repeats} runs (ms, GFLOP/s)")
+    limits = cpu_gradients.choose_limits(hardware.cpu_flags(), args.precision)
+    dtype = hardware.DTYPES[args.precision]
+    print(f"{args.model}, {args.image_size} px, batch {args.batch_size}, {args.precision}: "
+          f"weight gradient of each stride-1 conv shape, median of {args.repeats} runs "
+          f"(ms, GFLOP/s); this CPU's limits: {limits}")
     print(f"{'count':>5}  {'input':>18} {'kernel':>16}  {'tensorflow':>12} {'matmul':>12} "
           f"{'swapped conv':>12}  cpu_gradients picks")
     totals = collections.Counter()
@@ -59,9 +69,9 @@ def compare_shapes(resnet, tf, np, args):
         rng = np.random.default_rng(0)
         with tf.Graph().as_default(), tf.compat.v1.Session() as session:
             # Variables, not constants, which TensorFlow would fold before timing.
-            inputs = tf.Variable(rng.normal(size=input_shape).astype(np.float32))
-            output_gradient = tf.Variable(rng.normal(
-                size=input_shape[:3] + (kernel[3],)).astype(np.float32))
+            inputs = tf.Variable(tf.cast(rng.normal(size=input_shape), dtype))
+            output_gradient = tf.Variable(tf.cast(rng.normal(
+                size=input_shape[:3] + (kernel[3],)), dtype))
             ways = {"tensorflow": tf.raw_ops.Conv2DBackpropFilter(
                 input=inputs, filter_sizes=list(kernel), out_backprop=output_gradient,
                 strides=[1, 1, 1, 1], padding=padding)}
@@ -71,17 +81,18 @@ def compare_shapes(resnet, tf, np, args):
             if kernel[:2] == (3, 3) and padding == "SAME":
                 ways["swapped conv"] = cpu_gradients.weight_gradient_as_swapped_conv(inputs,
                                                                               output_gradient)
-            picked = cpu_gradients.conv_weight_gradient(tf.convert_to_tensor(inputs), output_gradient,
-                                                 list(kernel), [1, 1, 1, 1], padding)
-            picked = "tensorflow" if picked is None else \
-                ("matmul" if kernel[:2] == (1, 1) else "swapped conv")
+            picked = cpu_gradients.weight_gradient_way(kernel, input_shape[1:3], [1, 1, 1, 1],
+                                                       padding, limits) or "tensorflow"
             session.run(tf.compat.v1.global_variables_initializer())
-            expected = session.run(ways["tensorflow"])
+            expected = session.run(tf.cast(ways["tensorflow"], tf.float32))
             flops = 2 * np.prod(input_shape[:3]) * np.prod(kernel)
             cells = {}
             for name, fetch in ways.items():
-                error = np.abs(session.run(fetch) - expected).max() / np.abs(expected).max()
-                assert error < 1e-4, f"{name} differs from TensorFlow's gradient by {error}"
+                got = session.run(tf.cast(fetch, tf.float32))
+                error = np.abs(got - expected).max() / np.abs(expected).max()
+                # bfloat16 keeps 8 bits: sums in another order differ in the 3rd digit.
+                tolerance = 1e-4 if dtype == tf.float32 else 3e-2
+                assert error < tolerance, f"{name} differs from TensorFlow's gradient by {error}"
                 seconds = median_seconds(session, fetch, args.repeats)
                 cells[name] = f"{seconds * 1e3:5.1f} {flops / seconds / 1e9:4.0f}"
                 if name == "tensorflow":
@@ -96,25 +107,34 @@ def compare_shapes(resnet, tf, np, args):
           f"{totals['cpu_gradients'] * 1e3:.1f} ms")
 
 
-def build_step(resnet, tf, args, faster):
-    """bench/train_speed.py's training graph (train.py's, synthetic input), with
-    or without cpu_gradients.faster_weight_gradients: (session, train_op), warmed up."""
-    graph, train_op = build_ours(argparse.Namespace(
-        data_dir=None, mixed_precision=False, model=args.model,
+def build_step(tf, args, limits):
+    """bench/train_speed.py's training graph (train.py's, synthetic input) in
+    --precision, its convs' weight gradients under `limits`: (session,
+    train_op), warmed up."""
+    graph, train_op, config = build_ours(argparse.Namespace(
+        data_dir=None, precision=args.precision, model=args.model,
         image_size=args.image_size, batch_size=args.batch_size),
-        faster_weight_gradients=faster)
-    session = tf.compat.v1.Session(graph=graph)
+        weight_gradient_limits=limits)
+    session = tf.compat.v1.Session(graph=graph, config=config)
     with graph.as_default():
         session.run(tf.compat.v1.global_variables_initializer())
     session.run(train_op)  # warm-up
     return session, train_op
 
 
-def compare_steps(resnet, tf, args):
-    contenders = {"TensorFlow's gradients": build_step(resnet, tf, args, False),
-                  "cpu_gradients": build_step(resnet, tf, args, True)}
+def compare_steps(tf, args):
+    import cpu_gradients
+    import hardware
+
+    chosen = cpu_gradients.choose_limits(hardware.cpu_flags(), args.precision)
+    limits = [cpu_gradients.Limits(*map(int, text.split(","))) for text in args.limits] \
+        if args.limits else list(dict.fromkeys([cpu_gradients.NONE, chosen]))
+    names = {cpu_gradients.NONE: "TensorFlow's gradients"}
+    contenders = {names.get(l, f"limits {l.matmul_1x1},{l.swapped_3x3}"
+                            + (" (chosen)" if l == chosen else "")): build_step(tf, args, l)
+                  for l in limits}
     # About the work of 64 images at 224 px per round, whatever the image size.
-    steps = max(1, round(64 / args.batch_size * (224 / args.image_size) ** 2))
+    steps = args.steps or max(1, round(64 / args.batch_size * (224 / args.image_size) ** 2))
     speed = {name: [] for name in contenders}
     for _ in range(args.step_rounds):
         for name, (session, train_op) in contenders.items():
@@ -122,12 +142,14 @@ def compare_steps(resnet, tf, args):
             for _ in range(steps):
                 session.run(train_op)
             speed[name].append(steps * args.batch_size / (time.perf_counter() - start))
-    reference, ours = (statistics.median(speed[name]) for name in contenders)
-    print(f"training step, {args.step_rounds} rounds of {steps} steps taking turns:")
-    for name, median in zip(contenders, (reference, ours)):
-        print(f"  {name:24s} {median:6.1f} images/s (rounds: "
-              f"{', '.join(f'{v:.1f}' for v in speed[name])})")
-    print(f"  ratio {ours / reference:.2f}x")
+    first = next(iter(contenders))
+    print(f"training step, {args.precision}, {args.step_rounds} rounds of {steps} steps "
+          f"taking turns; ratio: the median of each round's ratio to {first}")
+    for name in contenders:
+        # Each round's own ratio: the machine's speed drifts between rounds.
+        ratio = statistics.median(v / r for v, r in zip(speed[name], speed[first]))
+        print(f"  {name:30s} {statistics.median(speed[name]):6.1f} images/s, ratio "
+              f"{ratio:.2f}x (rounds: {', '.join(f'{v:.1f}' for v in speed[name])})")
 
 
 def main():
@@ -138,6 +160,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=5, help="runs per shape and way")
     parser.add_argument("--step_rounds", type=int, default=4,
                         help="turns per training graph (0: shapes only)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--limits", nargs="*", default=None,
+                        help="weight-gradient limits of the training graphs compared, as "
+                             "MATMUL_1X1,SWAPPED_3X3 (default: 0,0 and this CPU's choice)")
+    parser.add_argument("--shapes", type=int, default=1, help="0: whole steps only")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="steps per round (default: about 64 images at 224 px of work)")
     args = parser.parse_args()
     sys.path.insert(0, REPO)
     import numpy as np
@@ -148,9 +177,10 @@ def main():
 
     if tf.config.list_physical_devices("GPU"):
         raise SystemExit("a GPU is visible: cpu_gradients.py keeps TensorFlow's gradients there")
-    compare_shapes(resnet, tf, np, args)
+    if args.shapes:
+        compare_shapes(resnet, tf, np, args)
     if args.step_rounds:
-        compare_steps(resnet, tf, args)
+        compare_steps(tf, args)
 
 
 if __name__ == "__main__":

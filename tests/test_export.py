@@ -75,9 +75,11 @@ def sample_images(colour_data, tmp_path_factory):
 
 
 def use_model_probabilities(paths, model_dir, labels):
-    """useModel.py --json on paths: {basename: probabilities in label order}."""
+    """useModel.py --json on paths, in fp32 as the SavedModel computes:
+    {basename: probabilities in label order}. (bf16 against fp32:
+    tests/test_precision.py.)"""
     result = run_script("useModel.py", *paths, "--model_dir", model_dir, "--json",
-                        "--top_k", str(len(labels)))
+                        "--top_k", str(len(labels)), "--precision", "fp32")
     table = {}
     for entry in json.loads(result.stdout)["results"]:
         assert "error" not in entry, entry

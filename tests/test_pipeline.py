@@ -14,6 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 import FlowIO
+import hardware
 import modeldir
 from conftest import REPO, TRAIN_ARGS, make_colour_images, run_script
 
@@ -94,6 +95,7 @@ def test_model_dir_describes_itself(colour_data, trained_model):
     assert manifest["data"]["fingerprint"] == info["fingerprint"]
     assert manifest["preprocessing"]["mean_rgb"] == list(FlowIO.MEAN_RGB)
     assert manifest["tensorflow"] == tf.__version__
+    assert manifest["precision"]["name"] == hardware.choose_precision().name  # auto's choice
     with open(os.path.join(trained_model, "checkpoint"), encoding="utf-8") as f:
         assert os.sep + "model.ckpt" not in f.read()      # relative paths: the folder can move
     tags = {value.tag for path in glob.glob(os.path.join(trained_model, "events.*"))

@@ -7,8 +7,9 @@ import tensorflow as tf
 import tf_slim as slim
 from tf_slim.nets import resnet_v1
 
-import resnet
+import hardware
 import modeldir
+import resnet
 import train
 from conftest import TRAIN_ARGS, run_script
 
@@ -93,6 +94,9 @@ def test_mixed_precision_and_xla_run_and_learn_on_the_cpu(colour_data, tmp_path)
     result = run_script("train.py", "--data_dir", colour_data[1], "--model_dir",
                         str(tmp_path / "models"), *TRAIN_ARGS, "--epochs", "6",
                         "--mixed_precision", "--xla", "--log_every_steps", "1")
+    # --mixed_precision is --precision fp16: said on the first line, kept in model.json.
+    assert result.stdout.startswith("precision fp16: as requested")
+    assert modeldir.load_manifest(str(tmp_path / "models"))["precision"]["name"] == "fp16"
     losses = [float(x) for x in _losses(result.stdout)]
     assert all(np.isfinite(losses))
     assert np.mean(losses[-6:]) < np.mean(losses[:6])
@@ -109,4 +113,6 @@ def test_deterministic_runs_repeat_the_loss_curve(colour_data, tmp_path):
                             str(tmp_path / name), *TRAIN_ARGS, "--epochs", "2",
                             "--deterministic", "--log_every_steps", "1")
         runs.append(_losses(result.stdout))
+        # The first line: what --precision auto chose on this machine, and why.
+        assert result.stdout.splitlines()[0] == str(hardware.choose_precision())
     assert len(runs[0]) >= 10 and runs[0] == runs[1]
