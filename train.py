@@ -355,7 +355,10 @@ def _replica_regularization(weight_decay):
     """The L2 term resnet_arg_scope's regularizer adds (weight_decay x
     l2_loss of every conv's weights), from the weights as this replica reads
     them, so each replica's gradients include it; and how many terms it has."""
-    weights = [v for v in tf.compat.v1.trainable_variables() if v.op.name.endswith("/weights")]
+    # (In a replica other than the first, a mirrored variable's op is its own
+    # copy's, "…/weights/replica_1"; its name stays the variable's.)
+    weights = [v for v in tf.compat.v1.trainable_variables()
+               if v.name.rsplit(":", 1)[0].endswith("/weights")]
     if not weight_decay or not weights:
         return tf.constant(0.0), 0
     return tf.multiply(weight_decay, tf.add_n([tf.nn.l2_loss(tf.cast(w, tf.float32))
@@ -548,8 +551,8 @@ def _train(args, plan):
     has_validation = info["num_examples"]["validation"] > 0 and eval_every > 0
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-    if device == "CPU":
-        _check_memory(config, args.batch_size)
+    if device == "CPU":  # this process's replicas share its memory
+        _check_memory(config, args.batch_size * len(plan.local_devices))
     print(f"training {config['model']} at {config['image_size']}px on {device}: "
           f"{num_train} images in {len(config['labels'])} classes, "
           f"{steps_per_epoch} steps/epoch, {total_steps} steps")

@@ -3,6 +3,7 @@ TF_CONFIG, the data shares, a 2-replica step against one device, and real
 clusters of train.py processes on 127.0.0.1, a worker killed among them."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -200,7 +201,8 @@ def test_two_replicas_step_is_one_devices_on_each_half_averaged(small_data, tmp_
     statistics are the first replica's, so they must equal A's."""
     args = train.parse_args(["--data_dir", small_data, "--model_dir", str(tmp_path),
                              "--model", "layer_14", "--image_size", "32", "--batch_size", "4",
-                             "--seed", "3", "--learning_rate", "0.5"])
+                             "--seed", "3", "--learning_rate", "0.5",
+                             "--weight_decay", "0.05"])  # L2 as large as the rest
     info = FlowIO.load_dataset_info(small_data)
     config, _ = train.resolve_config(args, info, str(tmp_path))
     start = str(tmp_path / "start")
@@ -337,3 +339,38 @@ def test_two_workers_survive_nothing_but_resume_after_a_kill(colour_data, tmp_pa
     assert resumed >= saved and f"resuming from" in out1
     assert "finished: step 30" in out and "finished at step 30" in out1
     assert modeldir.checkpoint_step(modeldir.list_checkpoints(model_dir)[0]) == 30
+
+
+@pytest.mark.slow
+def test_evaluation_watch_evaluates_each_new_checkpoint(colour_data, trained_model, tmp_path):
+    """Evaluation.py --watch on a model folder: the newest checkpoint at once,
+    then one that appears later (as train.py would write it), then it stops
+    after --watch_timeout seconds without another."""
+    model_dir = str(tmp_path / "models")
+    os.makedirs(model_dir)
+    newest = modeldir.list_checkpoints(trained_model)[0]
+    for name in ("model.json", "labels.txt"):
+        shutil.copy(os.path.join(trained_model, name), model_dir)
+
+    def publish(step):  # data first, the .index last, as the Saver renames them
+        for suffix in (".data-00000-of-00001", ".index"):
+            shutil.copy(newest + suffix, os.path.join(model_dir, f"model.ckpt-{step}{suffix}"))
+
+    publish(10)
+    watch = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "Evaluation.py"), "--watch", "--watch_timeout", "6",
+         "--model_dir", model_dir, "--data_dir", colour_data[1], "--json"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(watch.stdout.readline())
+        publish(20)
+        second = json.loads(watch.stdout.readline())
+        code, out, err = _finish(watch, 60)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.communicate()
+    assert (first["step"], second["step"]) == (10, 20)
+    assert first["top1"] == second["top1"] > 0.8  # the same weights
+    assert code == 0 and out == "" and "stopped watching" in err
+    assert any(name.startswith("events.") for name in os.listdir(os.path.join(model_dir, "eval")))
