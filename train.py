@@ -592,6 +592,7 @@ def _train(args, plan):
             if step >= total_steps:
                 print(f"already trained to step {step} of {total_steps}; raise --epochs "
                       f"to train further")
+                _wait_for_everyone(plan, session, ops)
                 return 0
             _quiet_summary_thread()
             writer = tf.compat.v1.summary.FileWriter(args.model_dir, graph)
@@ -605,13 +606,20 @@ def _train(args, plan):
                     writer.close()
                 raise
             _summaries_written(writer.close, args.model_dir)
-            if plan.multi_worker:
-                # The others wait here for the chief to be done with the last
-                # step, so none exits while it still fetches their share; it
-                # is the others' last collective, so its end may be cut short.
-                with contextlib.suppress(tf.errors.OpError):
-                    session.run(ops["step_check"])
+            _wait_for_everyone(plan, session, ops)
             return result
+
+
+def _wait_for_everyone(plan, session, ops):
+    """A cluster's last collective. A worker that has finished its last step
+    may not leave yet: another may still be fetching its share of that step.
+    Once this completes here, every worker has entered it, so all are done
+    with the steps; the others waited in it while the chief validated and
+    saved. Its own end may be cut short by a worker that completed it and
+    left first: harmless, as nothing follows."""
+    if plan.multi_worker:
+        with contextlib.suppress(tf.errors.OpError):
+            session.run(ops["step_check"])
 
 
 @contextlib.contextmanager
@@ -680,23 +688,27 @@ def _train_replica(args, plan, config, info, steps_per_epoch, total_steps):
                 print(f"resuming from {restored} (step {step})")
             if step >= total_steps:
                 print(f"already trained to step {step} of {total_steps}")
+                _wait_for_everyone(plan, session, ops)
                 return 0
             stop = StopRequest()
             fetches = [ops["train_op"], ops["global_step"]]
+            result = 0
             while step < total_steps:
                 metrics, _ = session.run(fetches, {ops["stop_requested"]:
                                                    float(stop.signal_name is not None)})
                 step += 1
-                if not np.isfinite(metrics[0]):
+                if not np.isfinite(metrics[0]):  # the mean over all replicas: all stop
                     print(f"error: the loss became {metrics[0]} at step {step}; the chief "
-                          f"stops too", file=sys.stderr)
-                    return 1
+                          f"says what to do", file=sys.stderr)
+                    result = 1
+                    break
                 if metrics[2] > 0:  # a stop, agreed by all workers after this step
                     break
-            session.run(ops["step_check"])  # see _train: the chief is done with the last step
-            print(f"{plan.task_name()}: {'stopped' if step < total_steps else 'finished'} at "
-                  f"step {step}; the chief saved the checkpoint")
-            return 0
+            _wait_for_everyone(plan, session, ops)
+            if result == 0:
+                print(f"{plan.task_name()}: {'stopped' if step < total_steps else 'finished'} "
+                      f"at step {step}; the chief saved the checkpoint")
+            return result
 
 
 def _loop(args, session, ops, validation, saver, best_saver, writer, step,

@@ -10,7 +10,10 @@ The three share this machine's cores, so the arithmetic of a step is the same
 in all three and what differs is the overhead: the replicas' all-reduce,
 their synchronisation, and (for the workers) gRPC over loopback and two
 processes' thread pools on the same cores. It says nothing about the speed-up
-of real devices; BENCHMARKS.md models that from the gradient volume.
+of real devices; BENCHMARKS.md models that from the gradient volume. A fourth
+row, one device at half the batch (one replica's share), shows how much of the
+difference is the smaller per-replica batch rather than the synchronisation:
+two replicas computing one after the other would take twice its time.
 
 Each run is train.py itself, reading TFRecords (the colour demo data, made
 here unless --data_dir is given), with validation and checkpoints out of the
@@ -69,8 +72,9 @@ def step_seconds(output, global_batch):
 
 def run(args, config, data_dir, num_train, workdir):
     model_dir = tempfile.mkdtemp(dir=workdir)
-    if config == "1 process, 1 device":
-        command = train_command(args, data_dir, model_dir, args.global_batch, num_train)
+    if config in ("1 process, 1 device", "(1 device, half batch)"):
+        batch = args.global_batch // (2 if "half" in config else 1)
+        command = train_command(args, data_dir, model_dir, batch, num_train)
         result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
         outputs = [result]
     elif config == "1 process, 2 replicas":
@@ -90,7 +94,7 @@ def run(args, config, data_dir, num_train, workdir):
     for o in outputs:
         if o.returncode != 0:
             raise SystemExit(f"{config} failed:\n{o.stdout[-2000:]}\n{o.stderr[-2000:]}")
-    return step_seconds(outputs[0].stdout, args.global_batch)
+    return step_seconds(outputs[0].stdout, batch if "half" in config else args.global_batch)
 
 
 def main():
@@ -102,7 +106,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--data_dir", default=None)
     args = parser.parse_args()
-    configs = ("1 process, 1 device", "1 process, 2 replicas", "2 workers on 127.0.0.1")
+    configs = ("1 process, 1 device", "1 process, 2 replicas", "2 workers on 127.0.0.1",
+               "(1 device, half batch)")
     with tempfile.TemporaryDirectory(prefix="distributed-overhead-") as workdir:
         data_dir = args.data_dir or make_data(workdir)
         sys.path.insert(0, REPO)
@@ -121,11 +126,14 @@ def main():
         pass
     print(f"{args.model} at {args.image_size} px, global batch {args.global_batch}, "
           f"{args.steps} steps x {args.rounds} rounds; {os.cpu_count()} cores, {cpu}")
-    base = statistics.median(times[configs[0]])
+    # Ratios within each round (the same minutes of a shared machine), then
+    # their median over the rounds.
+    base = times[configs[0]]
     for config in configs:
-        seconds = statistics.median(times[config])
-        print(f"{config:<24} {1000 * seconds:8.1f} ms/step  {seconds / base:5.2f}x  "
-              f"(rounds: {', '.join(f'{1000 * t:.0f}' for t in times[config])} ms)")
+        ratios = [t / b for t, b in zip(times[config], base)]
+        print(f"{config:<24} {1000 * statistics.median(times[config]):8.1f} ms/step  "
+              f"{statistics.median(ratios):5.2f}x  (rounds: "
+              f"{', '.join(f'{1000 * t:.0f} ms {r:.2f}x' for t, r in zip(times[config], ratios))})")
 
 
 if __name__ == "__main__":

@@ -301,7 +301,7 @@ def _finish(process, timeout):
 
 
 @pytest.mark.slow
-def test_two_workers_survive_nothing_but_resume_after_a_kill(colour_data, tmp_path):
+def test_two_workers_train_a_kill_ends_both_and_a_relaunch_resumes(colour_data, tmp_path):
     """Two train.py workers on 127.0.0.1 train the demo configuration and the
     chief writes checkpoints; worker 1 killed with SIGKILL ends the chief
     within 60 s with a line naming it; launched again, both resume from the
@@ -309,7 +309,7 @@ def test_two_workers_survive_nothing_but_resume_after_a_kill(colour_data, tmp_pa
     _, data_dir = colour_data
     model_dir = str(tmp_path / "models")
     hosts = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
-    run = ("--epochs", "5", "--save_every_steps", "2")  # 6 steps an epoch at 2 x 8 images
+    run = ("--epochs", "3", "--save_every_steps", "2")  # 6 steps an epoch at 2 x 8 images
     chief, other = (_worker(i, hosts, data_dir, model_dir, *run) for i in range(2))
     try:
         deadline = time.monotonic() + 240
@@ -336,9 +336,9 @@ def test_two_workers_survive_nothing_but_resume_after_a_kill(colour_data, tmp_pa
     assert code == 0 and code1 == 0, err + err1
     assert f"resuming from {os.path.join(model_dir, 'model.ckpt')}-" in out
     resumed = int(out.split("(step ")[1].split(")")[0])
-    assert resumed >= saved and f"resuming from" in out1
-    assert "finished: step 30" in out and "finished at step 30" in out1
-    assert modeldir.checkpoint_step(modeldir.list_checkpoints(model_dir)[0]) == 30
+    assert resumed >= saved and "resuming from" in out1
+    assert "finished: step 18" in out and "finished at step 18" in out1
+    assert modeldir.checkpoint_step(modeldir.list_checkpoints(model_dir)[0]) == 18
 
 
 @pytest.mark.slow
