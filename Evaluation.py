@@ -4,6 +4,7 @@
                          [--checkpoint PATH|best|all] [--split validation] [--json]
                          [--precision auto|fp32|bf16|fp16]
     python Evaluation.py --image_dir DIR [--model_dir models] [...]
+    python Evaluation.py --watch [--watch_timeout 3600] [--model_dir models] [...]
 
 Prints top-1 (and top-5 with at least 5 classes) accuracy, the loss, a
 per-class table of precision, recall, F1 and support, and a confusion matrix;
@@ -19,12 +20,21 @@ CPUs, fp16 on GPUs with tensor cores).
 FlowIO.py run by the user: the tree is converted exactly as FlowIO.py would
 (into a temporary folder, removed afterwards) and all of it is evaluated.
 Its class folders must be the model's classes.
+
+--watch evaluates each new checkpoint as train.py writes it, as TF-slim's
+evaluation loop does, from any machine that sees --model_dir (a cluster's
+shared folder): one line per checkpoint (one JSON object with --json), the
+files above for the newest, and TensorBoard summaries in --output_dir, so
+`tensorboard --logdir MODEL_DIR` shows validation beside training. It waits
+for the first checkpoint, and stops after --watch_timeout seconds without a
+new one.
 """
 import csv
 import json
 import os
 import sys
 import tempfile
+import time
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -65,7 +75,15 @@ def parse_args(argv=None):
     parser.add_argument("--output_dir", default=None,
                         help="where the PNG, CSV and JSON go (default: MODEL_DIR/eval)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--watch", action="store_true",
+                        help="evaluate each new checkpoint of --model_dir as it appears")
+    parser.add_argument("--watch_timeout", type=cli.positive_float, default=3600,
+                        help="with --watch: stop after this many seconds without a new "
+                             "checkpoint (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.watch and (args.checkpoint is not None or args.image_dir is not None):
+        parser.error("--watch evaluates the newest checkpoints of --model_dir on --data_dir; "
+                     "it takes neither --checkpoint nor --image_dir")
     if args.image_dir is not None:
         if args.data_dir is not None:
             parser.error("give --data_dir (FlowIO.py's records) or --image_dir (image "
@@ -327,11 +345,69 @@ def _write_outputs(metrics, misclassified, class_names, files):
         json.dump(metrics, f, indent=1, ensure_ascii=False)
 
 
+WATCH_POLL_SECS = 2
+
+
+def watch(args, precision):
+    """--watch: evaluates the newest checkpoint whenever there is one newer
+    than the last evaluated (tf.train.checkpoints_iterator's rule: one that
+    appears and is replaced between two looks is skipped), until none comes
+    for --watch_timeout seconds. model.json may appear only with the first
+    checkpoint: the watch can start before train.py does."""
+    output_dir = args.output_dir or os.path.join(args.model_dir, "eval")
+    out = sys.stderr if args.json else sys.stdout  # --json keeps stdout JSON lines
+    print(f"watching {args.model_dir} for new checkpoints (stopping after "
+          f"{args.watch_timeout:g} s without one)", file=out, flush=True)
+    last_step, manifest, writer = None, None, None
+    deadline = time.monotonic() + args.watch_timeout
+    try:
+        while True:
+            found = modeldir.list_checkpoints(args.model_dir)
+            if found and (last_step is None or modeldir.checkpoint_step(found[0]) > last_step):
+                manifest = manifest or modeldir.load_manifest(args.model_dir)
+                # None: the newest when it is loaded, even if train.py has
+                # deleted the one just listed (it keeps only the newest few).
+                metrics, misclassified = evaluate(manifest, None, args, precision)
+                last_step = metrics["step"]
+                metrics["files"] = output_files(output_dir)
+                if args.json:
+                    print(json.dumps(dict(metrics, misclassified=misclassified),
+                                     ensure_ascii=False), flush=True)
+                else:
+                    top5 = f"  top-5 {metrics['top5']:.4f}" if "top5" in metrics else ""
+                    print(f"step {last_step}: top-1 {metrics['top1']:.4f}{top5}  loss "
+                          f"{metrics['loss']:.4f}  ({metrics['checkpoint']})", flush=True)
+                write_outputs(metrics, misclassified, manifest["labels"], metrics["files"])
+                if writer is None:
+                    with tf.Graph().as_default():  # the TF1 writer refuses eager mode
+                        writer = tf.compat.v1.summary.FileWriter(output_dir)
+                writer.add_summary(tf.compat.v1.Summary(value=[
+                    tf.compat.v1.Summary.Value(tag=f"{args.split}_{key}",
+                                               simple_value=metrics[key])
+                    for key in ("top1", "top5", "loss") if key in metrics]), last_step)
+                writer.flush()
+                deadline = time.monotonic() + args.watch_timeout
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                print(f"no new checkpoint in {args.model_dir} for {args.watch_timeout:g} s; "
+                      f"stopped watching", file=out)
+                return
+            time.sleep(min(WATCH_POLL_SECS, remaining))
+    except KeyboardInterrupt:
+        print("stopped watching", file=out)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 def main():
     args = parse_args()
     precision = hardware.choose_precision(args.precision, purpose="prediction")
-    if not args.json:  # --json keeps stdout one JSON object; the precision is in it
+    if not args.json:  # --json keeps stdout JSON; the precision is in it
         print(precision)
+    if args.watch:
+        return watch(args, precision)
     manifest = modeldir.load_manifest(args.model_dir)
     checkpoints = choose_checkpoints(args.model_dir, args.checkpoint)
     if args.image_dir is None:

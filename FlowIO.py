@@ -870,7 +870,7 @@ def _parse_record(record, num_classes):
 
 
 def make_dataset(data_dir, split, image_size, batch_size, training, seed=None,
-                 cache=False):
+                 cache=False, shard=None):
     """tf.data pipeline of (images, labels, filenames) batches for one split.
 
     training: shuffled shards and records, random crops/flips, repeats forever,
@@ -878,6 +878,9 @@ def make_dataset(data_dir, split, image_size, batch_size, training, seed=None,
       with the eval transform.
     cache: keep the encoded records in memory after the first pass (for data
       that fits in memory).
+    shard: (index, count): this reader's share when `count` readers (train.py's
+      workers) share the split: every count-th file, or with fewer files than
+      readers, every count-th record.
     Corrupt records raise tf.errors.DataLossError; they are never skipped
     (ignore_errors() would silently drop the rest of a shard): see
     explain_data_error().
@@ -887,14 +890,21 @@ def make_dataset(data_dir, split, image_size, batch_size, training, seed=None,
         raise UserError(f"{data_dir} has no {split} records: re-run FlowIO.py "
                         f"with --validation_ratio above 0 or --validation_dir")
     autotune = tf.data.AUTOTUNE
+    index, count = shard or (0, 1)
+    by_record = count > len(paths)
+    if not by_record:
+        paths = paths[index::count]  # before any shuffle, so the shares never overlap
     # As bytes: a folder name need not be UTF-8, and a tf.string from str must be.
     files = tf.data.Dataset.from_tensor_slices([os.fsencode(path) for path in paths])
-    if training:
+    if training and not by_record:
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    # Unseeded training takes records in whatever order they arrive (faster).
+    # Unseeded training takes records in whatever order they arrive (faster);
+    # readers that share the records out by position need one fixed order.
     records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(paths), 8),
                                num_parallel_calls=autotune,
-                               deterministic=not training or seed is not None)
+                               deterministic=not training or seed is not None or by_record)
+    if by_record:
+        records = records.shard(count, index)
     num_classes = len(load_dataset_info(data_dir)["classes"])
     records = records.map(lambda r: _parse_record(r, num_classes),
                           num_parallel_calls=autotune)

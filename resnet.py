@@ -77,10 +77,18 @@ def batch_norm(inputs, is_training, decay=BATCH_NORM_DECAY, epsilon=BATCH_NORM_E
             "beta", [depth], initializer=tf.compat.v1.zeros_initializer())
         gamma = tf.compat.v1.get_variable(
             "gamma", [depth], initializer=tf.compat.v1.ones_initializer())
+        # Under a tf.distribute strategy (train.py with several replicas) each
+        # replica updates its own copy of the moving statistics from its own
+        # batch, with no communication, and a read outside the replicas
+        # (validation, a checkpoint) takes the first replica's: TF-slim's
+        # model_deploy keeps the first clone's the same way. Without a
+        # strategy these settings change nothing.
         statistics = dict(trainable=False, collections=[
             tf.compat.v1.GraphKeys.GLOBAL_VARIABLES,
             tf.compat.v1.GraphKeys.MODEL_VARIABLES,
-            tf.compat.v1.GraphKeys.MOVING_AVERAGE_VARIABLES])
+            tf.compat.v1.GraphKeys.MOVING_AVERAGE_VARIABLES],
+            synchronization=tf.VariableSynchronization.ON_READ,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         moving_mean = tf.compat.v1.get_variable(
             "moving_mean", [depth], initializer=tf.compat.v1.zeros_initializer(),
             **statistics)

@@ -42,6 +42,7 @@ import tf_slim as slim
 
 import FlowIO
 import cpu_gradients
+import distribute
 import hardware
 import modeldir
 import resnet
@@ -90,8 +91,9 @@ def parse_args(argv=None):
     group.add_argument("--epochs", type=cli.positive_float, default=30,
                        help="passes over the training split (default: %(default)s)")
     group.add_argument("--learning_rate", type=cli.positive_float, default=None,
-                       help="peak learning rate (default: 0.1 x batch_size / 256, the linear "
-                            "scaling rule of Goyal et al., arXiv 1706.02677: 0.0125 at 32)")
+                       help="peak learning rate (default: 0.1 x global batch / 256, the linear "
+                            "scaling rule of Goyal et al., arXiv 1706.02677: 0.0125 at 32; the "
+                            "global batch is --batch_size x replicas)")
     group.add_argument("--lr_schedule", choices=("cosine", "step"), default="cosine",
                        help="after warm-up: cosine decay to 0, or x0.1 at 50%%/75%% of "
                             "training (default: %(default)s)")
@@ -131,6 +133,7 @@ def parse_args(argv=None):
                        help="seed for initialisation and data order (default: random)")
     group.add_argument("--deterministic", action="store_true",
                        help="deterministic ops: with --seed, two runs give the same losses")
+    distribute.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.mixed_precision:
         if args.precision not in ("auto", "fp16"):
@@ -139,8 +142,8 @@ def parse_args(argv=None):
         args.precision = "fp16"
     if args.deterministic and args.seed is None:
         args.seed = 0  # deterministic random ops need a seed
-    if args.learning_rate is None:
-        args.learning_rate = 0.1 * args.batch_size / 256
+    # The default --learning_rate follows the global batch, known once the
+    # replicas are: _train() sets it.
     return args
 
 
@@ -181,9 +184,10 @@ def resolve_config(args, info, model_dir):
     return config, True
 
 
-def write_manifest(model_dir, config, info, args, precision):
+def write_manifest(model_dir, config, info, args, precision, plan=None):
     """model.json: what Evaluation.py and useModel.py rebuild the model from,
-    and how it was trained (precision: the one this run computed in, and why)."""
+    and how it was trained (precision: the one this run computed in, and why;
+    plan: the replicas and workers it ran on)."""
     manifest = {
         "model": config["model"],
         "num_classes": len(config["labels"]),
@@ -198,6 +202,10 @@ def write_manifest(model_dir, config, info, args, precision):
         "precision": precision._asdict(),
         "training": {k: v for k, v in vars(args).items() if k not in ("data_dir", "model_dir")},
     }
+    if plan is not None:
+        # --batch_size is per replica; the learning rate is for the global batch.
+        manifest["training"].update(replicas=plan.num_replicas, workers=plan.num_workers,
+                                    global_batch_size=args.batch_size * plan.num_replicas)
     modeldir.write_manifest(model_dir, manifest, config["labels"])
 
 
@@ -272,6 +280,112 @@ def build_training_graph(args, config, info, steps_per_epoch, total_steps, preci
         gate_gradients=tf.compat.v1.train.Optimizer.GATE_NONE)
     return {"train_op": train_op, "loss": total_loss, "accuracy": accuracy,
             "learning_rate": learning_rate, "global_step": global_step}
+
+
+def build_replicated_training_graph(args, config, info, steps_per_epoch, total_steps, strategy,
+                                    precision):
+    """build_training_graph's step on every replica of a tf.distribute strategy
+    (distribute.py): each replica trains on its own --batch_size images, and
+    the update applies the mean of the replicas' gradients to every copy of
+    the variables, which keep their single-device names in checkpoints.
+
+    Batch norm normalises each replica's batch with its own statistics, as
+    TF-slim's clones do, so a step equals one device's on each slice with the
+    gradients averaged. The moving statistics are the first replica's (see
+    resnet.batch_norm).
+
+    Graph collections are shared by all replicas, so nothing per replica
+    comes from them: each replica runs its own batch-norm updates (those it
+    added to UPDATE_OPS) and adds its own L2 term (the regularizer's losses
+    exist only for the replica that created the variables).
+    """
+    num_classes = len(config["labels"])
+    replicas = strategy.num_replicas_in_sync
+    class_weights = tf.constant(class_weight_vector(args, info, config["labels"]))
+
+    def input_fn(context):
+        # One pipeline per worker, on its CPU, reading its own share of the
+        # shards; the strategy deals its per-replica batches to its replicas.
+        return FlowIO.make_dataset(args.data_dir, "train", config["image_size"],
+                                   args.batch_size, training=True, seed=args.seed,
+                                   shard=(context.input_pipeline_id,
+                                          context.num_input_pipelines))
+
+    with strategy.scope():
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        iterator = strategy.make_input_fn_iterator(input_fn)
+        learning_rate = learning_rate_schedule(args, global_step, steps_per_epoch, total_steps)
+        optimizer = tf.compat.v1.train.MomentumOptimizer(learning_rate, args.momentum)
+        if precision.loss_scaling:
+            optimizer = tf.compat.v1.mixed_precision.MixedPrecisionLossScaleOptimizer(
+                optimizer, "dynamic")
+        # Any worker's Ctrl-C or SIGTERM stops every worker after the same step.
+        stop_requested = tf.compat.v1.placeholder_with_default(0.0, [], name="stop_requested")
+        replica_update_ops = []
+
+        def replica_step(inputs):
+            images, labels, _ = inputs
+            updates = tf.compat.v1.get_collection_ref(tf.compat.v1.GraphKeys.UPDATE_OPS)
+            first_update = len(updates)
+            first_regularizer = len(tf.compat.v1.losses.get_regularization_losses())
+            with cpu_gradients.faster_weight_gradients(precision):
+                logits = modeldir.build_network(images, config, is_train=True,
+                                                weight_decay=args.weight_decay,
+                                                compute_dtype=precision.graph_dtype)
+            update_ops = updates[first_update:]
+            replica_update_ops.append(update_ops)
+            cross_entropy = tf.compat.v1.losses.softmax_cross_entropy(
+                tf.one_hot(labels, num_classes), logits,
+                weights=tf.gather(class_weights, labels), label_smoothing=args.label_smoothing)
+            regularization, terms = _replica_regularization(args.weight_decay)
+            created = tf.compat.v1.losses.get_regularization_losses()[first_regularizer:]
+            if created and len(created) != terms:  # the replica that made the variables
+                raise RuntimeError(f"the network regularizes {len(created)} variables, "
+                                   f"_replica_regularization {terms}")
+            total_loss = tf.add(cross_entropy, regularization, name="total_loss")
+            accuracy = tf.reduce_mean(tf.cast(tf.equal(
+                tf.argmax(logits, 1, output_type=tf.int32), labels), tf.float32))
+            # The replicas' gradients are summed: each replica's loss carries
+            # 1/replicas of the weight, so the sum is the mean gradient.
+            scaled_loss = slim.learning.create_train_op(
+                total_loss / replicas, optimizer, global_step=global_step,
+                update_ops=update_ops, variables_to_train=_trainable_variables(args),
+                check_numerics=False, gate_gradients=tf.compat.v1.train.Optimizer.GATE_NONE)
+            return tf.stack([scaled_loss * replicas, accuracy, stop_requested])
+
+        per_replica = strategy.experimental_run(replica_step, iterator)
+        # One all-reduce for what the loop prints and checks: the mean loss
+        # and accuracy, and whether any worker asked to stop.
+        metrics = strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+
+        def step_moments():  # every replica's global step, to check they agree
+            step = tf.cast(global_step, tf.float64)
+            return tf.stack([step, step * step, 1.0])
+        step_check = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.extended
+                                     .call_for_each_replica(step_moments), axis=None)
+    ids = [{op.name for op in ops} for ops in replica_update_ops]
+    if len({len(i) for i in ids}) != 1 or len(set().union(*ids)) != sum(map(len, ids)):
+        raise RuntimeError("the replicas' batch-norm updates overlap: the replicas were "
+                           "built interleaved")
+    return {"train_op": metrics, "loss": metrics[0], "accuracy": metrics[1],
+            "learning_rate": learning_rate, "global_step": global_step,
+            "initializers": iterator.initialize(), "stop_requested": stop_requested,
+            "step_check": step_check, "images_per_step": args.batch_size * replicas}
+
+
+def _replica_regularization(weight_decay):
+    """The L2 term resnet_arg_scope's regularizer adds (weight_decay x
+    l2_loss of every conv's weights), from the weights as this replica reads
+    them, so each replica's gradients include it; and how many terms it has."""
+    # (In a replica other than the first, a mirrored variable's op is its own
+    # copy's, "…/weights/replica_1"; its name stays the variable's.)
+    weights = [v for v in tf.compat.v1.trainable_variables()
+               if v.name.rsplit(":", 1)[0].endswith("/weights")]
+    if not weight_decay or not weights:
+        return tf.constant(0.0), 0
+    return tf.multiply(weight_decay, tf.add_n([tf.nn.l2_loss(tf.cast(w, tf.float32))
+                                               for w in weights]), name="regularization"), \
+        len(weights)
 
 
 def _scopes(text):
@@ -423,8 +537,11 @@ def _format_duration(seconds):
 
 
 def train(args):
+    plan = distribute.plan(args)
+    if not plan.is_chief:  # the chief alone writes into --model_dir
+        return _train(args, plan)
     with modeldir.writer_lock(args.model_dir):
-        return _train(args)
+        return _train(args, plan)
 
 
 def _check_memory(config, batch_size):
@@ -440,55 +557,82 @@ def _check_memory(config, batch_size):
                         f"--image_size or --batch_size")
 
 
-def _train(args):
+def _training_precision(args, plan):
+    """hardware.choose_precision, except that a cluster of CPU workers stays in
+    fp32: oneDNN's bfloat16 rewrite reaches the workers' collective all-reduce,
+    which has no bfloat16 kernel on a CPU (the first step fails)."""
     precision = hardware.choose_precision(args.precision)
+    if not (plan.multi_worker and precision.rewrite_bf16):
+        return precision
+    if args.precision == "bf16":
+        raise UserError("--precision bf16 does not run on a cluster of CPU workers (its "
+                        "all-reduce has no bfloat16 kernel there): use --precision fp32")
+    return hardware.Precision("fp32", "CPU", "a cluster of CPU workers: oneDNN's bfloat16 "
+                              "rewrite does not cover their collective all-reduce")
+
+
+def _train(args, plan):
+    precision = _training_precision(args, plan)
     print(precision, flush=True)  # the first line: what this run computes in, and why
     info = FlowIO.load_dataset_info(args.data_dir)
     config, resuming = resolve_config(args, info, args.model_dir)
     num_train = info["num_examples"]["train"]
     if num_train == 0:
         raise UserError(f"{args.data_dir} has no training images; re-run FlowIO.py")
-    steps_per_epoch = max(1, num_train // args.batch_size)
+    global_batch = args.batch_size * plan.num_replicas
+    if args.learning_rate is None:
+        args.learning_rate = 0.1 * global_batch / 256
+    steps_per_epoch = max(1, num_train // global_batch)
     total_steps = max(1, round(args.epochs * steps_per_epoch))
     save_every = args.save_every_steps or steps_per_epoch
     eval_every = round(args.eval_every_epochs * steps_per_epoch)
     has_validation = info["num_examples"]["validation"] > 0 and eval_every > 0
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-    if device == "CPU":
-        _check_memory(config, args.batch_size)
+    if device == "CPU":  # this process's replicas share its memory
+        _check_memory(config, args.batch_size * len(plan.local_devices))
     print(f"training {config['model']} at {config['image_size']}px on {device}: "
           f"{num_train} images in {len(config['labels'])} classes, "
           f"{steps_per_epoch} steps/epoch, {total_steps} steps")
+    if plan.replicated:
+        print(f"data-parallel: {plan.describe()}; global batch {global_batch} "
+              f"({args.batch_size} per replica), learning rate {args.learning_rate:.4g}",
+              flush=True)
+        if not plan.is_chief:
+            return _train_replica(args, plan, config, info, steps_per_epoch, total_steps,
+                                  precision)
     for index, name in enumerate(config["labels"]):
         print(f"  {index:3d} {name}: {info['counts'][name]['train']} train, "
               f"{info['counts'][name]['validation']} validation")
-    write_manifest(args.model_dir, config, info, args, precision)
+    write_manifest(args.model_dir, config, info, args, precision, plan)
 
     graph = tf.Graph()
     with graph.as_default():
         if args.seed is not None:
             tf.compat.v1.set_random_seed(args.seed)
-        ops = build_training_graph(args, config, info, steps_per_epoch, total_steps,
-                                   precision)
+        strategy = distribute.make_strategy(plan)
+        if strategy is None:
+            ops = build_training_graph(args, config, info, steps_per_epoch, total_steps,
+                                       precision)
+        else:
+            ops = build_replicated_training_graph(args, config, info, steps_per_epoch,
+                                                  total_steps, strategy, precision)
         validation = (build_validation_graph(args, config, info["num_examples"]["validation"])
                       if has_validation else None)
         saver = tf.compat.v1.train.Saver(max_to_keep=args.keep_checkpoints,
                                          save_relative_paths=True)
         best_saver = tf.compat.v1.train.Saver(max_to_keep=1, save_relative_paths=True)
-        with tf.compat.v1.Session(config=hardware.session_config(args.xla, precision)) \
-                as session:
-            session.run(tf.compat.v1.global_variables_initializer())
-            restored = modeldir.restore_newest(session, saver, args.model_dir)
-            step = int(session.run(ops["global_step"]))
+        if not plan.multi_worker:
+            ops.pop("stop_requested", None)  # one process: a stop needs no agreement
+        with _session(args, plan, strategy, precision) as session:
+            restored, step = _initialize(args, plan, session, ops, saver)
             if restored:
                 print(f"resuming from {restored} (step {step})")
                 saver.recover_last_checkpoints(modeldir.list_checkpoints(args.model_dir)[::-1])
-            elif args.init_checkpoint:
-                warm_start(session, args.init_checkpoint, args.exclude_scopes)
             if step >= total_steps:
                 print(f"already trained to step {step} of {total_steps}; raise --epochs "
                       f"to train further")
+                _wait_for_everyone(plan, session, ops)
                 return 0
             _quiet_summary_thread()
             writer = tf.compat.v1.summary.FileWriter(args.model_dir, graph)
@@ -502,6 +646,109 @@ def _train(args):
                     writer.close()
                 raise
             _summaries_written(writer.close, args.model_dir)
+            _wait_for_everyone(plan, session, ops)
+            return result
+
+
+def _wait_for_everyone(plan, session, ops):
+    """A cluster's last collective. A worker that has finished its last step
+    may not leave yet: another may still be fetching its share of that step.
+    Once this completes here, every worker has entered it, so all are done
+    with the steps; the others waited in it while the chief validated and
+    saved. Its own end may be cut short by a worker that completed it and
+    left first: harmless, as nothing follows."""
+    if plan.multi_worker:
+        with contextlib.suppress(tf.errors.OpError):
+            session.run(ops["step_check"])
+
+
+@contextlib.contextmanager
+def _session(args, plan, strategy, precision):
+    """The training session: on this process's devices; in a cluster on this
+    task's tf.distribute.Server, once every peer answers, each run watched
+    for lost peers, and a lost peer's error said in one line naming it."""
+    config = distribute.session_config(plan, strategy,
+                                       hardware.session_config(args.xla, precision))
+    if not plan.multi_worker:
+        with tf.compat.v1.Session(config=config) as session:
+            yield session
+        return
+    server = distribute.start_server(plan, config)
+    watch = distribute.PeerWatch(plan)
+    try:
+        with tf.compat.v1.Session(server.target, config=config) as session:
+            yield distribute.WatchedSession(session, watch)
+    except tf.errors.OpError as error:
+        lost = distribute.lost_peer_error(plan, error)
+        if lost is None:
+            raise
+        raise lost from None
+    finally:
+        watch.stop()
+
+
+def _initialize(args, plan, session, ops, saver):
+    """Initialises the variables, then restores the newest checkpoint of
+    --model_dir (or warm-starts from --init_checkpoint); returns the
+    checkpoint restored (or None) and the step.
+
+    In a cluster every worker does this: the initial values are broadcast
+    from the chief, but a checkpoint is read by each worker from --model_dir,
+    which they must share; the steps they restored are compared.
+    """
+    session.run(tf.compat.v1.global_variables_initializer())
+    session.run(ops.get("initializers", []))
+    restored = modeldir.restore_newest(session, saver, args.model_dir)
+    if not restored and args.init_checkpoint:
+        warm_start(session, args.init_checkpoint, args.exclude_scopes)
+    step = int(session.run(ops["global_step"]))
+    if plan.multi_worker:
+        total, squares, count = session.run(ops["step_check"])
+        if squares * count != total * total:
+            raise UserError(f"the workers start from different steps (this one from {step}, "
+                            f"their mean is {total / count:g}): --model_dir must be a folder "
+                            f"every worker shares, and so must --init_checkpoint")
+    return restored, step
+
+
+def _train_replica(args, plan, config, info, steps_per_epoch, total_steps, precision):
+    """A worker other than the chief: the same graph and the same steps as
+    the chief (every step is collective), writing nothing; the chief saves
+    the checkpoints, validates and reports progress."""
+    graph = tf.Graph()
+    with graph.as_default():
+        if args.seed is not None:
+            tf.compat.v1.set_random_seed(args.seed)
+        strategy = distribute.make_strategy(plan)
+        ops = build_replicated_training_graph(args, config, info, steps_per_epoch,
+                                              total_steps, strategy, precision)
+        saver = tf.compat.v1.train.Saver()  # reads the chief's checkpoints
+        with _session(args, plan, strategy, precision) as session:
+            restored, step = _initialize(args, plan, session, ops, saver)
+            if restored:
+                print(f"resuming from {restored} (step {step})")
+            if step >= total_steps:
+                print(f"already trained to step {step} of {total_steps}")
+                _wait_for_everyone(plan, session, ops)
+                return 0
+            stop = StopRequest()
+            fetches = [ops["train_op"], ops["global_step"]]
+            result = 0
+            while step < total_steps:
+                metrics, _ = session.run(fetches, {ops["stop_requested"]:
+                                                   float(stop.signal_name is not None)})
+                step += 1
+                if not np.isfinite(metrics[0]):  # the mean over all replicas: all stop
+                    print(f"error: the loss became {metrics[0]} at step {step}; the chief "
+                          f"says what to do", file=sys.stderr)
+                    result = 1
+                    break
+                if metrics[2] > 0:  # a stop, agreed by all workers after this step
+                    break
+            _wait_for_everyone(plan, session, ops)
+            if result == 0:
+                print(f"{plan.task_name()}: {'stopped' if step < total_steps else 'finished'} "
+                      f"at step {step}; the chief saved the checkpoint")
             return result
 
 
@@ -516,9 +763,14 @@ def _loop(args, session, ops, validation, saver, best_saver, writer, step,
     run_start, run_start_step = time.time(), step
     last_save_time = time.time()
     loss = float("nan")
-    while step < total_steps and stop.signal_name is None:
+    # In a cluster, a stop request (any worker's) ends every worker after the
+    # same step: it travels with the step's metrics.
+    agreeing = "stop_requested" in ops
+    agreed = not agreeing
+    while step < total_steps and not (stop.signal_name and agreed):
+        feed = {ops["stop_requested"]: float(bool(stop.signal_name))} if agreeing else None
         try:
-            _, loss, accuracy, lr, _ = session.run(fetches)
+            metrics, loss, accuracy, lr, _ = session.run(fetches, feed)
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
             raise FlowIO.explain_data_error(args.data_dir, "train", error)
         except tf.errors.ResourceExhaustedError:
@@ -526,6 +778,8 @@ def _loop(args, session, ops, validation, saver, best_saver, writer, step,
                             f"{args.image_size or 'from the data'} and --batch_size "
                             f"{args.batch_size}: lower either and run train.py again")
         step += 1
+        if agreeing and metrics[2] > 0:
+            stop.signal_name, agreed = stop.signal_name or "another worker's stop request", True
         if not np.isfinite(loss):
             # Stop before saving: the newest checkpoint on disk stays finite.
             print(f"\nerror: the loss became {loss} at step {step}. Lower --learning_rate "
@@ -537,7 +791,8 @@ def _loop(args, session, ops, validation, saver, best_saver, writer, step,
         epoch = step / steps_per_epoch
         if tty or step % args.log_every_steps == 0 or step == total_steps:
             now = time.time()
-            rate = window_steps * args.batch_size / max(now - window_start, 1e-9)
+            rate = (window_steps * ops.get("images_per_step", args.batch_size)
+                    / max(now - window_start, 1e-9))
             overall = (step - run_start_step) / max(now - run_start, 1e-9)
             eta = _format_duration((total_steps - step) / max(overall, 1e-9))
             line = (f"step {step}/{total_steps} epoch {epoch:.2f} loss {loss:.4f} "

@@ -7,7 +7,11 @@
 #      precision and in fp32 (correctness, not speed);
 #   3. bench/train_speed.py: ResNet-50 images/s at batch 256, ours against
 #      Keras (mixed_float16, mixed_bfloat16), fp16 and bf16, XLA, 224 px,
-#      synthetic input.
+#      synthetic input;
+#   4. only where TensorFlow sees more than one GPU: train.py's ResNet-50
+#      (layer_50, 224 px, float16 + XLA, batch 256 per GPU) for 2 minutes on
+#      one GPU and on all of them; images/s of each, their ratio the speed-up
+#      (BENCHMARKS.md models the expected one; NVIDIA publishes 7.3x at 8).
 # Everything goes to ${OUT:-/tmp/gpu_check}. BENCHMARKS.md, "Training on a GPU"
 # says what was expected. On a CPU `QUICK=1 bash bench/gpu_check.sh` runs the
 # same steps at toy sizes to check the script itself (bf16 needs AVX-512 there).
@@ -42,3 +46,18 @@ done
 
 python bench/train_speed.py --batch_size "$batch" --image_size "$size" --steps "$steps" \
     --rounds 1 --precision fp16,bf16 --xla 2>&1 | tee "$out/train_speed.txt"
+
+gpus=$(python -c "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))" \
+    2>/dev/null | tail -1)
+if [ "${gpus:-0}" -gt 1 ]; then
+    # --epochs far beyond 2 minutes; timeout sends SIGINT, train.py saves and stops.
+    for n in 1 "$gpus"; do
+        timeout -s INT 120 python train.py --data_dir "$out/tfrecords" \
+            --model_dir "$out/models_${n}gpu" --model layer_50 --image_size 224 \
+            --batch_size "$batch" --num_gpus "$n" --epochs 100000 --eval_every_epochs 0 \
+            --save_every_secs 100000 --log_every_steps 10 --mixed_precision --xla \
+            > "$out/multi_gpu_$n.log" 2>&1 || true
+        echo "$n GPU(s): $(grep -o '[0-9.]* img/s' "$out/multi_gpu_$n.log" | tail -3 | tr '\n' ' ')" \
+            | tee -a "$out/multi_gpu.txt"
+    done
+fi
