@@ -20,6 +20,11 @@ a checkpoint and exits cleanly. --model_dir ends up self-describing:
     events.*          TensorBoard summaries: tensorboard --logdir models
 
 so Evaluation.py and useModel.py need nothing but --model_dir.
+
+Every GPU of the machine is used by default, one replica each; a cluster of
+train.py processes trains together with --worker_hosts/--task_index or
+TF_CONFIG (distribute.py). --batch_size is then per replica, the chief
+(worker 0) writes --model_dir, and a lost worker stops every worker.
 """
 import contextlib
 import math
