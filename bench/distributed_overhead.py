@@ -60,7 +60,10 @@ def train_command(args, data_dir, model_dir, batch, num_train):
             "--model_dir", model_dir, "--model", args.model, "--image_size",
             str(args.image_size), "--batch_size", str(batch), "--epochs", f"{epochs:.6f}",
             "--seed", "1", "--eval_every_epochs", "0", "--log_every_steps", str(WINDOW),
-            "--save_every_steps", str(10 * args.steps), "--save_every_secs", "1e9"]
+            "--save_every_steps", str(10 * args.steps), "--save_every_secs", "1e9",
+            # One precision for all: auto picks bf16 on some CPUs, but a cluster
+            # of CPU workers trains in fp32 (train.py: _training_precision).
+            "--precision", "fp32"]
 
 
 def step_seconds(output, global_batch):
