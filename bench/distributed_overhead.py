@@ -24,7 +24,6 @@ drift on a shared machine hits all of them.
 import argparse
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,19 +33,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WINDOW = 5
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+sys.path.insert(0, os.path.join(REPO, "tests"))
+from conftest import free_ports, make_colour_images  # noqa: E402  (the tests' helpers)
 
 
 def make_data(root):
-    sys.path.insert(0, os.path.join(REPO, "tests"))
-    from conftest import make_colour_images  # the tests' demo images
     image_dir = make_colour_images(os.path.join(root, "images"), per_class=64)
     data_dir = os.path.join(root, "tfrecords")
     subprocess.run([sys.executable, os.path.join(REPO, "FlowIO.py"), "--image_dir", image_dir,

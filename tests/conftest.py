@@ -1,5 +1,6 @@
 """Shared helpers: the scripts run as subprocesses, as a user runs them."""
 import os
+import socket
 import subprocess
 import sys
 
@@ -23,6 +24,17 @@ def run_script(script, *args, timeout=600, check=True, **popen):
         raise AssertionError(f"{script} {args} exited {result.returncode}:\n"
                              f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
+
+
+def free_ports(count):
+    """count TCP ports on 127.0.0.1 that are free now, for a local cluster."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 COLOURS = {"blue": (40, 60, 200), "green": (40, 180, 60), "red": (200, 40, 40)}

@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,21 +19,11 @@ import hardware
 import modeldir
 import train
 from cli import UserError
-from conftest import REPO, make_colour_images, run_script
+from conftest import REPO, free_ports, make_colour_images, run_script
 
 # The cluster tests' demo run: layer_14 at 32 px, a few steps.
 CLUSTER_ARGS = ("--model", "layer_14", "--image_size", "32", "--batch_size", "8",
                 "--seed", "1", "--log_every_steps", "1", "--eval_every_epochs", "0")
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def plan_of(argv, environ=None):

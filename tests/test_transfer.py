@@ -1,5 +1,4 @@
 """Shortcut options B/C, TF-slim resnet_v1 checkpoints, mixed precision, determinism."""
-import os
 
 import numpy as np
 import pytest
