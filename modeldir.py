@@ -77,8 +77,10 @@ def _check_manifest(manifest, path):
                    f"{', '.join(resnet.ResNet_demo)}")
     elif manifest.get("shortcut", "A") not in resnet.SHORTCUTS:
         problem = f"shortcut {manifest.get('shortcut')!r} is not one of {resnet.SHORTCUTS}"
+    elif manifest.get("stem", "imagenet") not in resnet.STEMS:
+        problem = f"stem {manifest.get('stem')!r} is not one of {resnet.STEMS}"
     else:
-        for key, low, high in (("image_size", 32, 4096), ("num_classes", 2, 10**6)):
+        for key, low, high in (("image_size", 16, 4096), ("num_classes", 2, 10**6)):
             value = manifest.get(key)
             if type(value) is not int or not low <= value <= high:
                 problem = f"{key} is {value!r}, not an integer in {low}..{high}"
@@ -109,7 +111,8 @@ def build_network(images, manifest, is_train, **options):
     change the network's shape: that comes from the manifest alone.
     """
     return resnet.build(images, manifest["model"], len(manifest["labels"]), is_train,
-                        shortcut=manifest.get("shortcut", "A"), **options)
+                        shortcut=manifest.get("shortcut", "A"),
+                        stem_kind=manifest.get("stem", "imagenet"), **options)
 
 
 # ---------------------------------------------------------------------------

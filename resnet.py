@@ -12,7 +12,11 @@ fixed so it runs on today's TensorFlow:
 
 Layout (He et al., "Deep Residual Learning for Image Recognition",
 arXiv 1512.03385, table 1, and TF-slim's resnet_v1):
-  stem     7x7/2 conv, 64 channels -> 3x3/2 max pool
+  stem     "imagenet" (the seed's, for photos): 7x7/2 conv, 64 channels ->
+           3x3/2 max pool, a 4x smaller map; "small" (for images of a few
+           dozen pixels, as the paper's CIFAR-10 networks, section 4.2):
+           one 3x3/1 conv, 64 channels, and no pool, so a 28-px image is not
+           down to 7x7 before the first block
   stages   4 stages of bottleneck blocks 1x1 (depth/4) -> 3x3 (depth/4) -> 1x1 (depth);
            the LAST block of stages 1-3 carries stride 2 (as slim's resnet_v1_block)
   shortcut option A of the paper (the seed's, the default): the input,
@@ -179,6 +183,15 @@ def depthFilling(input_tensor, depth):
 
 
 SHORTCUTS = ("A", "B", "C")
+STEMS = ("imagenet", "small")
+
+
+def stem(input_tensor, kind, is_train):
+    """The layers before the first block (see the module docstring)."""
+    if kind == "imagenet":
+        data = conv2d_same(input_tensor, STEM_DEPTH, 7, 2, is_train, scope="conv1")
+        return slim.max_pool2d(data, 3, stride=2, padding="SAME", scope="pool1")
+    return conv2d_same(input_tensor, STEM_DEPTH, 3, 1, is_train, scope="conv1")
 
 
 def bottleneck(input_tensor, output_depth, stride, is_train, shortcut="A",
@@ -224,7 +237,8 @@ def block_strides(demos):
             for stage, demo in enumerate(demos)]
 
 
-def inference(input_tensor, demos, num_output, is_train, end_points=None, shortcut="A"):
+def inference(input_tensor, demos, num_output, is_train, end_points=None, shortcut="A",
+              stem_kind="imagenet"):
     """Logits [batch, num_output] of the ResNet described by `demos`.
 
     input_tensor: float images [batch, height, width, 3], already preprocessed
@@ -236,15 +250,17 @@ def inference(input_tensor, demos, num_output, is_train, end_points=None, shortc
       ("stem", "block1".."block4", "pool") for inspection and tests.
     shortcut: "A" (the seed's), "B" or "C"; see bottleneck(). B and C follow
       slim's resnet_v1 to the letter, which has no batch norm before pooling.
+    stem_kind: "imagenet" (the seed's) or "small"; see stem().
     Build it inside `slim.arg_scope(resnet_arg_scope())`.
     """
     if shortcut not in SHORTCUTS:
         raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+    if stem_kind not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem_kind!r}")
     if end_points is None:
         end_points = {}
     with tf.compat.v1.variable_scope("resnet"):
-        data = conv2d_same(input_tensor, STEM_DEPTH, 7, 2, is_train, scope="conv1")
-        data = slim.max_pool2d(data, 3, stride=2, padding="SAME", scope="pool1")
+        data = stem(input_tensor, stem_kind, is_train)
         end_points["stem"] = data
         for stage, (demo, strides) in enumerate(zip(demos, block_strides(demos)), start=1):
             with tf.compat.v1.variable_scope(f"block{stage}"):
@@ -272,7 +288,7 @@ def _float32_variables(getter, name, shape=None, dtype=None, *args, **kwargs):
 
 
 def build(images, model, num_output, is_train, weight_decay=1e-4, shortcut="A",
-          compute_dtype=tf.float32):
+          stem_kind="imagenet", compute_dtype=tf.float32):
     """inference() for the configuration named `model` (a ResNet_demo key),
     inside the network's arg_scope: what the scripts call.
 
@@ -285,11 +301,12 @@ def build(images, model, num_output, is_train, weight_decay=1e-4, shortcut="A",
     compute_dtype = tf.as_dtype(compute_dtype)
     with slim.arg_scope(resnet_arg_scope(weight_decay)):
         if compute_dtype == tf.float32:
-            return inference(images, ResNet_demo[model], num_output, is_train, shortcut=shortcut)
+            return inference(images, ResNet_demo[model], num_output, is_train, shortcut=shortcut,
+                             stem_kind=stem_kind)
         with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(),
                                          custom_getter=_float32_variables):
             logits = inference(tf.cast(images, compute_dtype), ResNet_demo[model], num_output,
-                               is_train, shortcut=shortcut)
+                               is_train, shortcut=shortcut, stem_kind=stem_kind)
         return tf.cast(logits, tf.float32)
 
 

@@ -7,12 +7,12 @@ import tf_slim as slim
 import resnet
 
 
-def build(model, size=224, num_output=1000, is_train=False, batch=None):
+def build(model, size=224, num_output=1000, is_train=False, batch=None, stem_kind="imagenet"):
     images = tf.compat.v1.placeholder(tf.float32, [batch, size, size, 3])
     end_points = {}
     with slim.arg_scope(resnet.resnet_arg_scope()):
         logits = resnet.inference(images, resnet.ResNet_demo[model], num_output, is_train,
-                                  end_points=end_points)
+                                  end_points=end_points, stem_kind=stem_kind)
     return images, logits, end_points
 
 
@@ -54,6 +54,20 @@ def test_stage_shapes_at_224():
                       "block2": [2, 14, 14, 512], "block3": [2, 7, 7, 1024],
                       "block4": [2, 7, 7, 2048], "pool": [2, 1, 1, 2048]}
     assert logits.shape.as_list() == [2, 1000]
+
+
+def test_the_small_stem_keeps_the_full_size_for_the_first_block():
+    # 3x3/1 conv and no pool: a 28-px image enters block 1 at 28x28, not 7x7.
+    with tf.Graph().as_default():
+        _, _, small = build("layer_14", size=28, batch=2, num_output=10, stem_kind="small")
+        stem_weights = [v.shape.as_list() for v in tf.compat.v1.trainable_variables()
+                        if v.op.name == "resnet/conv1/weights"]
+    with tf.Graph().as_default():
+        _, _, imagenet = build("layer_14", size=28, batch=2, num_output=10)
+    assert small["stem"].shape.as_list() == [2, 28, 28, 64]
+    assert small["block4"].shape.as_list() == [2, 4, 4, 2048]
+    assert imagenet["stem"].shape.as_list() == [2, 7, 7, 64]
+    assert stem_weights == [[3, 3, 3, 64]]
 
 
 def test_block_strides_follow_the_seed():
