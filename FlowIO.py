@@ -63,8 +63,20 @@ MEAN_RGB = (123.68, 116.78, 103.94)
 STD_RGB = (58.40, 57.12, 57.38)
 # EVAL_CROP, evaluation's centre crop, is imagefile.py's: clients apply it
 # there without TensorFlow.
-# Training crops cover this fraction range of the image area, then flip.
-TRAIN_CROP_AREA = (0.25, 1.0)
+# Training augmentation presets (train.py --augment): the random crop's share
+# of the image area and range of aspect ratios, and whether to flip. "none"
+# trains on the evaluation transform. Evaluation's centre crop keeps 0.875 of
+# the side (0.77 of the area): "light" crops around that scale, shifted and
+# zoomed by about +-13% (what pad-and-crop does for CIFAR-sized images);
+# "standard" and "strong" zoom in up to 2x and 3.5x (strong is Inception's
+# crop, Szegedy et al., arXiv 1409.4842), which photos can afford and a
+# 28-px image cannot (BENCHMARKS.md, "Accuracy").
+AUGMENTATIONS = {
+    "none": None,
+    "light": {"area": (0.56, 1.0), "aspect": (1.0, 1.0), "flip": True},
+    "standard": {"area": (0.25, 1.0), "aspect": (3 / 4, 4 / 3), "flip": True},
+    "strong": {"area": (0.08, 1.0), "aspect": (3 / 4, 4 / 3), "flip": True},
+}
 
 
 # ---------------------------------------------------------------------------
@@ -635,8 +647,22 @@ def describe(classes, splits, shards, skipped, duplicates, conflicts, empty_clas
     }
 
 
+MAX_VALIDATION = 5000  # --max_validation's default
+
+
+def validation_share(validation_ratio, max_validation, num_images):
+    """The fraction of each class held out: validation_ratio, lowered so
+    that about max_validation images are held out in all (0: no cap). 5,000
+    measure top-1 to +-0.4% (95%), which is plenty to choose a checkpoint;
+    every image beyond that does more good in training."""
+    if not max_validation or num_images * validation_ratio <= max_validation:
+        return validation_ratio
+    return max_validation / num_images
+
+
 def convert(image_dir, output_dir, validation_ratio=0.2, seed=0, validation_dir=None,
-            max_side=None, num_shards=None, workers=None, overwrite=False):
+            max_side=None, num_shards=None, workers=None, overwrite=False,
+            max_validation=MAX_VALIDATION):
     """Converts a class-per-folder tree; returns the dataset.json dict.
 
     The input is checked before anything is written; output_dir is locked
@@ -668,14 +694,17 @@ def convert(image_dir, output_dir, validation_ratio=0.2, seed=0, validation_dir=
             skipped += unusable + repeated
             classes, empty_classes = choose_classes(images, class_folders, image_dir,
                                                     validation_dir)
-            splits = split_images(images, classes, validation_ratio, seed,
+            share = validation_share(validation_ratio, max_validation,
+                                     sum(image["class_name"] in classes for image in images))
+            splits = split_images(images, classes, share, seed,
                                   separate_validation=validation_dir is not None)
             shards = write_splits(splits, num_shards, tmp_dir)
             write_labels(tmp_dir, classes)
             options = {"image_dir": display_name(os.path.abspath(image_dir)),
                        "validation_dir": validation_dir
                        and display_name(os.path.abspath(validation_dir)),
-                       "validation_ratio": validation_ratio, "seed": seed,
+                       "validation_ratio": validation_ratio,
+                       "max_validation": max_validation, "seed": seed,
                        "max_side": max_side, "num_shards": num_shards,
                        "jpeg_quality": JPEG_QUALITY}
             info = describe(classes, splits, shards, skipped, duplicates, conflicts,
@@ -726,6 +755,10 @@ def parse_args(argv=None):
                         help="where shards, labels.txt and dataset.json go (default: %(default)s)")
     parser.add_argument("--validation_ratio", type=cli.below_one, default=0.2,
                         help="fraction of each class held out for validation (default: %(default)s)")
+    parser.add_argument("--max_validation", type=cli.non_negative_int, default=MAX_VALIDATION,
+                        help="hold out at most about this many images in all, lowering "
+                             "--validation_ratio for large sets; 0: no cap "
+                             "(default: %(default)s)")
     parser.add_argument("--seed", type=cli.non_negative_int, default=0,
                         help="seed of the split and shard order (default: %(default)s)")
     parser.add_argument("--validation_dir", default=None,
@@ -750,7 +783,7 @@ def main():
     args = parse_args()
     info = convert(args.image_dir, args.output_dir, args.validation_ratio, args.seed,
                    args.validation_dir, args.max_side, args.num_shards, args.workers,
-                   args.overwrite)
+                   args.overwrite, args.max_validation)
     _print_report(info, args.output_dir)
 
 
@@ -815,28 +848,42 @@ def preprocess_for_eval(encoded, image_size):
     return normalize(image)
 
 
-def preprocess_for_train(encoded, image_size, seed):
-    """JPEG bytes -> a random crop (TRAIN_CROP_AREA of the area, aspect 3/4..4/3)
-    resized to image_size, randomly flipped. Decodes only the crop.
+def default_augmentation(source_side, image_size):
+    """The --augment preset for images whose median side is source_side,
+    trained at image_size: "light" when the source is not at least twice the
+    training size (cropping a quarter of a 28-px image leaves 14 px to blow
+    up), else "standard" (BENCHMARKS.md, "Accuracy")."""
+    return "light" if source_side < 2 * image_size else "standard"
 
-    seed: an int64 pair; stateless random ops make each image's augmentation
-    a function of it, so a seeded run repeats exactly (make_dataset draws one
-    per image).
-    """
-    shape = tf.io.extract_jpeg_shape(encoded)
+
+def augment(shape, augmentation, seed):
+    """Every random choice of the training augmentation, for an image of
+    `shape` ([height, width, channels]): (crop window [top, left, height,
+    width], flip). `augmentation` is a preset of AUGMENTATIONS; seed is an
+    int64 pair, so a seeded run repeats exactly."""
+    preset = AUGMENTATIONS[augmentation]
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         shape, bounding_boxes=tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
-        aspect_ratio_range=(3 / 4, 4 / 3), area_range=TRAIN_CROP_AREA,
+        aspect_ratio_range=preset["aspect"], area_range=preset["area"],
         max_attempts=10, use_image_if_no_bounding_boxes=True)
-    # The crop is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling)
-    # when its shorter side is at least that many times image_size: decoding
-    # and resizing then touch 4-64x fewer pixels, and the DCT scaling is a
-    # properly filtered downscale. What is left to resize is a factor below 2,
-    # where plain bilinear (TF-slim's choice) no longer aliases, so the
-    # costlier antialiased kernel is not needed here. (The crop window is
-    # given in the scaled image's coordinates.)
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
-    shorter = tf.minimum(size[0], size[1])
+    flip = preset["flip"] & (tf.random.stateless_uniform([], seed[::-1]) < 0.5)
+    return window, flip
+
+
+def decode_crop(encoded, window, image_size):
+    """JPEG bytes -> the `window` of the image resized to image_size, decoding
+    only the window (a speed trick; what is cropped is augment()'s choice).
+
+    The crop is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) when
+    its shorter side is at least that many times image_size: decoding and
+    resizing then touch 4-64x fewer pixels, and the DCT scaling is a properly
+    filtered downscale. What is left to resize is a factor below 2, where
+    plain bilinear (TF-slim's choice) no longer aliases, so the costlier
+    antialiased kernel is not needed here. (The window is given in the scaled
+    image's coordinates.)
+    """
+    shorter = tf.minimum(window[2], window[3])
     ratios = (1, 2, 4, 8)
     scale_index = tf.add_n([tf.cast(shorter >= r * image_size, tf.int32) for r in ratios[1:]])
     image = tf.switch_case(scale_index, [
@@ -844,9 +891,61 @@ def preprocess_for_train(encoded, image_size, seed):
             encoded, tf.maximum(window // ratio, [0, 0, 1, 1]), channels=3, ratio=ratio,
             dct_method="INTEGER_FAST")  # faster IDCT; its error is far below augmentation's
         for ratio in ratios])
-    image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size])
-    image = tf.image.stateless_random_flip_left_right(image, seed=seed[::-1])
+    return tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size])
+
+
+def preprocess_for_train(encoded, image_size, seed, augmentation="standard"):
+    """JPEG bytes -> a training image: augment()'s random crop resized to
+    image_size and its flip; with augmentation "none", the eval transform."""
+    if AUGMENTATIONS[augmentation] is None:
+        return preprocess_for_eval(encoded, image_size)
+    window, flip = augment(tf.io.extract_jpeg_shape(encoded), augmentation, seed)
+    image = decode_crop(encoded, window, image_size)
+    image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
     return normalize(image)
+
+
+def mix_batch(images, targets, mixup, cutmix):
+    """Batch-level augmentation: each batch mixed with itself reversed, by
+    mixup (Zhang et al., arXiv 1710.09412: a weighted sum of two images) or
+    CutMix (Yun et al., arXiv 1905.04899: a box of one pasted into the other);
+    with both on, each batch takes one of them at random. The weight comes
+    from Beta(alpha, alpha); targets ([N, classes] probabilities) mix with the
+    share each image ends up with. alpha 0 turns a method off. (Random ops
+    with graph-level seeds: a run with train.py --seed repeats.)"""
+    def beta(alpha):
+        first, second = tf.random.gamma([], alpha), tf.random.gamma([], alpha)
+        return first / (first + second)
+
+    other_images, other_targets = tf.reverse(images, [0]), tf.reverse(targets, [0])
+
+    def with_mixup():
+        weight = beta(mixup)
+        return (weight * images + (1 - weight) * other_images,
+                weight * targets + (1 - weight) * other_targets)
+
+    def with_cutmix():
+        shape = tf.shape(images)
+        height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+        side_share = tf.sqrt(1.0 - beta(cutmix))  # the box covers 1 - weight of the area
+        box_h, box_w = tf.round(height * side_share), tf.round(width * side_share)
+        centre = tf.random.uniform([2])
+        top = tf.clip_by_value(tf.round(centre[0] * height - box_h / 2), 0, height - box_h)
+        left = tf.clip_by_value(tf.round(centre[1] * width - box_w / 2), 0, width - box_w)
+        rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
+        inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
+        inside = tf.cast(inside, images.dtype)[None, :, :, None]
+        weight = 1.0 - box_h * box_w / (height * width)  # after rounding the box
+        return (images * (1 - inside) + other_images * inside,
+                weight * targets + (1 - weight) * other_targets)
+
+    if mixup > 0 and cutmix > 0:
+        return tf.cond(tf.random.uniform([]) < 0.5, with_mixup, with_cutmix)
+    if mixup > 0:
+        return with_mixup()
+    if cutmix > 0:
+        return with_cutmix()
+    return images, targets
 
 
 LABEL_OUT_OF_RANGE = "a record's label is not one of the classes of dataset.json"
@@ -870,11 +969,11 @@ def _parse_record(record, num_classes):
 
 
 def make_dataset(data_dir, split, image_size, batch_size, training, seed=None,
-                 cache=False, shard=None):
+                 cache=False, shard=None, augmentation="standard"):
     """tf.data pipeline of (images, labels, filenames) batches for one split.
 
-    training: shuffled shards and records, random crops/flips, repeats forever,
-      drops the last partial batch. Otherwise: every record once, in order,
+    training: shuffled shards and records, the `augmentation` preset (see
+      AUGMENTATIONS), repeats forever, drops the last partial batch. Otherwise: every record once, in order,
       with the eval transform.
     cache: keep the encoded records in memory after the first pass (for data
       that fits in memory).
@@ -915,7 +1014,7 @@ def make_dataset(data_dir, split, image_size, batch_size, training, seed=None,
     if training:
         seeds = tf.data.Dataset.random(seed=seed).batch(2)  # an augmentation seed per image
         dataset = tf.data.Dataset.zip((records, seeds)).map(
-            lambda f, s: (preprocess_for_train(f["image/encoded"], image_size, s),
+            lambda f, s: (preprocess_for_train(f["image/encoded"], image_size, s, augmentation),
                           tf.cast(f["image/class/label"], tf.int32), f["image/filename"]),
             num_parallel_calls=autotune, deterministic=seed is not None)
     else:

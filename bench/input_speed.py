@@ -74,10 +74,12 @@ def flowio_dataset(records_dir):
 
 
 def keras_augment(image, label):
-    """The same training transform as FlowIO.preprocess_for_train, on a decoded image."""
+    """The same training transform as FlowIO.preprocess_for_train's standard
+    preset (photos), on a decoded image."""
+    preset = FlowIO.AUGMENTATIONS["standard"]
     begin, size, _ = tf.image.sample_distorted_bounding_box(
         tf.shape(image), bounding_boxes=tf.zeros([1, 0, 4]), min_object_covered=0.0,
-        aspect_ratio_range=(3 / 4, 4 / 3), area_range=FlowIO.TRAIN_CROP_AREA,
+        aspect_ratio_range=preset["aspect"], area_range=preset["area"],
         max_attempts=10, use_image_if_no_bounding_boxes=True)
     image = tf.slice(image, begin, size)
     image = tf.image.resize(image, [IMAGE_SIZE, IMAGE_SIZE], antialias=True)
