@@ -54,8 +54,17 @@ import resnet
 from cli import UserError
 
 DEFAULT_MODEL = "layer_14"
-# The network halves the image 5 times; far above 4096 px a step fits in no memory.
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 4096
+# Far above 4096 px a step fits in no memory; below 16 px there is nothing to learn.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
+# Images up to this side train at their own size with the small stem
+# (resnet.stem): the ImageNet stem would leave a 28-px image 7x7 before the
+# first block (BENCHMARKS.md, "Accuracy").
+SMALL_IMAGE_SIDE = 32
+# The default length of training: small sets need many passes, large ones
+# learn as much from fewer (BENCHMARKS.md, "Accuracy": Fashion-MNIST's 55,000
+# images reach 93% in 10 epochs within 30 minutes on 2 cores).
+DEFAULT_TRAINING_IMAGES = 300_000
+MIN_DEFAULT_EPOCHS, MAX_DEFAULT_EPOCHS = 10, 30
 
 
 # ---------------------------------------------------------------------------
@@ -78,9 +87,14 @@ def parse_args(argv=None):
                             "one in --model_dir when resuming)")
     group.add_argument("--image_size", type=cli.int_in_range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
                        default=None,
-                       help="square input side in pixels (default: the data's median side "
-                            "rounded up to a multiple of 32, at most 224; or the one in "
-                            "--model_dir when resuming)")
+                       help="square input side in pixels (default: the data's median side, "
+                            f"as it is up to {SMALL_IMAGE_SIDE}, else rounded up to a multiple "
+                            "of 32, at most 224; or the one in --model_dir when resuming)")
+    group.add_argument("--stem", default=None, choices=resnet.STEMS,
+                       help="the layers before the first block: imagenet (7x7/2 conv + 3x3/2 "
+                            "max pool, the seed's) or small (one 3x3/1 conv, for small images) "
+                            f"(default: small up to --image_size {SMALL_IMAGE_SIDE}, else "
+                            "imagenet; or the one in --model_dir when resuming)")
     group = parser.add_argument_group("fine-tuning (as TF-slim's train_image_classifier.py)")
     group.add_argument("--init_checkpoint", default=None,
                        help="start a new --model_dir from these weights: a checkpoint prefix "
@@ -91,10 +105,25 @@ def parse_args(argv=None):
     group.add_argument("--trainable_scopes", default=None,
                        help="comma-separated scopes to train; the rest stay frozen "
                             "(default: all)")
+    group = parser.add_argument_group("augmentation")
+    group.add_argument("--augment", default="auto", choices=("auto",) + tuple(FlowIO.AUGMENTATIONS),
+                       help="the training crop and flip (FlowIO.AUGMENTATIONS): none, light "
+                            "(56-100%% of the area, square), standard (25-100%%, aspect 3/4-4/3) "
+                            "or strong (8-100%%). auto: light when the images are smaller than "
+                            "twice --image_size, else standard (default: %(default)s)")
+    group.add_argument("--mixup", type=cli.non_negative_float, default=0,
+                       help="mixup's alpha (Zhang et al.; 0.2 is usual); 0 is off "
+                            "(default: %(default)s)")
+    group.add_argument("--cutmix", type=cli.non_negative_float, default=0,
+                       help="CutMix's alpha (Yun et al.; 1.0 is usual); 0 is off. With "
+                            "--mixup too, each batch takes one of them (default: %(default)s)")
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--batch_size", type=cli.positive_int, default=32, help="(default: %(default)s)")
-    group.add_argument("--epochs", type=cli.positive_float, default=30,
-                       help="passes over the training split (default: %(default)s)")
+    group.add_argument("--batch_size", type=cli.positive_int, default=64, help="(default: %(default)s)")
+    group.add_argument("--epochs", type=cli.positive_float, default=None,
+                       help="passes over the training split (default: "
+                            f"{MAX_DEFAULT_EPOCHS} for small sets, fewer for larger ones so "
+                            f"that about {DEFAULT_TRAINING_IMAGES:,} images are seen, at least "
+                            f"{MIN_DEFAULT_EPOCHS}; or the one in --model_dir when resuming)")
     group.add_argument("--learning_rate", type=cli.positive_float, default=None,
                        help="peak learning rate (default: 0.1 x global batch / 256, the linear "
                             "scaling rule of Goyal et al., arXiv 1706.02677: 0.0125 at 32; the "
@@ -152,10 +181,28 @@ def parse_args(argv=None):
     return args
 
 
+def median_side(info):
+    return max(info["image_size"]["height"]["median"], info["image_size"]["width"]["median"])
+
+
 def default_image_size(info):
-    """The data's median side rounded up to a multiple of 32, within 32..224."""
-    side = max(info["image_size"]["height"]["median"], info["image_size"]["width"]["median"])
-    return int(min(224, max(32, math.ceil(side / 32) * 32)))
+    """The data's median side as it is up to SMALL_IMAGE_SIDE (at least
+    MIN_IMAGE_SIZE), where the small stem keeps every pixel; above, rounded
+    up to a multiple of 32 (the ImageNet stem and the blocks halve it five
+    times), at most 224."""
+    side = median_side(info)
+    if side <= SMALL_IMAGE_SIDE:
+        return int(max(MIN_IMAGE_SIZE, math.ceil(side)))
+    return int(min(224, math.ceil(side / 32) * 32))
+
+
+def default_epochs(num_train):
+    epochs = DEFAULT_TRAINING_IMAGES / max(1, num_train)
+    return float(min(MAX_DEFAULT_EPOCHS, max(MIN_DEFAULT_EPOCHS, round(epochs))))
+
+
+def default_stem(image_size):
+    return "small" if image_size <= SMALL_IMAGE_SIDE else "imagenet"
 
 
 def resolve_config(args, info, model_dir):
@@ -169,15 +216,20 @@ def resolve_config(args, info, model_dir):
               "shortcut": args.shortcut or "A",
               "image_size": args.image_size or default_image_size(info),
               "labels": info["classes"]}
+    config["stem"] = args.stem or default_stem(config["image_size"])
+    config["augmentation"] = _augmentation(args, info, config["image_size"])
     if not modeldir.list_checkpoints(model_dir):
         return config, False
     manifest = modeldir.load_manifest(model_dir)
     config = {"model": args.model or manifest["model"],
               "shortcut": args.shortcut or manifest.get("shortcut", "A"),
+              "stem": args.stem or manifest.get("stem", "imagenet"),
               "image_size": args.image_size or manifest["image_size"],
               "labels": info["classes"]}
+    config["augmentation"] = _augmentation(args, info, config["image_size"])
     for key, flag in (("labels", "the class list"), ("model", "--model"),
-                      ("shortcut", "--shortcut"), ("image_size", "--image_size")):
+                      ("shortcut", "--shortcut"), ("stem", "--stem"),
+                      ("image_size", "--image_size")):
         if config[key] != manifest[key]:
             was, now = manifest[key], config[key]
             if key == "labels":
@@ -189,6 +241,12 @@ def resolve_config(args, info, model_dir):
     return config, True
 
 
+def _augmentation(args, info, image_size):
+    if args.augment != "auto":
+        return args.augment
+    return FlowIO.default_augmentation(median_side(info), image_size)
+
+
 def write_manifest(model_dir, config, info, args, precision, plan=None):
     """model.json: what Evaluation.py and useModel.py rebuild the model from,
     and how it was trained (precision: the one this run computed in, and why;
@@ -198,6 +256,9 @@ def write_manifest(model_dir, config, info, args, precision, plan=None):
         "num_classes": len(config["labels"]),
         "image_size": config["image_size"],
         "shortcut": config["shortcut"],
+        "stem": config["stem"],
+        "augmentation": {"preset": config["augmentation"], "mixup": args.mixup,
+                         "cutmix": args.cutmix},
         "preprocessing": {"mean_rgb": FlowIO.MEAN_RGB, "std_rgb": FlowIO.STD_RGB,
                           "eval_crop": FlowIO.EVAL_CROP,
                           "max_side": info["options"].get("max_side")},
@@ -239,27 +300,47 @@ def class_weight_vector(args, info, labels):
     return (counts.sum() / (len(labels) * np.maximum(counts, 1))).astype(np.float32)
 
 
+def training_inputs(args, config, shard=None):
+    """The training batches: FlowIO's pipeline with the run's augmentation
+    preset (per image), then mixup/CutMix (per batch, when asked for);
+    returns (images, targets [N, classes], labels: each image's main class)."""
+    dataset = FlowIO.make_dataset(args.data_dir, "train", config["image_size"],
+                                  args.batch_size, training=True, seed=args.seed,
+                                  shard=shard, augmentation=config["augmentation"])
+    return dataset.map(lambda images, labels, _: _mixed(args, config, images, labels))
+
+
+def _mixed(args, config, images, labels):
+    targets = tf.one_hot(labels, len(config["labels"]))
+    images, targets = FlowIO.mix_batch(images, targets, args.mixup, args.cutmix)
+    return images, targets, tf.argmax(targets, 1, output_type=tf.int32)
+
+
+def classification_loss(args, logits, targets, class_weights):
+    """Softmax cross-entropy against the (possibly mixed) targets, label
+    smoothing on top, each image weighted by its classes' weights."""
+    weights = tf.reduce_sum(targets * class_weights, axis=1)
+    return tf.compat.v1.losses.softmax_cross_entropy(
+        targets, logits, weights=weights, label_smoothing=args.label_smoothing)
+
+
 def build_training_graph(args, config, info, steps_per_epoch, total_steps, precision):
     """The training step in `precision` (a hardware.Precision): the layers in
     its graph_dtype, or float32 rewritten to bfloat16 by the session
     (hardware.session_config) for bf16 on a CPU."""
-    num_classes = len(config["labels"])
     # The input pipeline runs on the CPU, decoding and augmenting the next
     # batches (FlowIO prefetches) while the device runs the step; only the
     # finished batch is copied to a GPU.
     with tf.device("/cpu:0"):
-        dataset = FlowIO.make_dataset(args.data_dir, "train", config["image_size"],
-                                      args.batch_size, training=True, seed=args.seed)
-        images, labels, _ = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
+        dataset = training_inputs(args, config)
+        images, targets, labels = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
     global_step = tf.compat.v1.train.get_or_create_global_step()
     with cpu_gradients.faster_weight_gradients(precision):
         logits = modeldir.build_network(images, config, is_train=True,
                                         weight_decay=args.weight_decay,
                                         compute_dtype=precision.graph_dtype)
-    weights = tf.gather(tf.constant(class_weight_vector(args, info, config["labels"])), labels)
-    cross_entropy = tf.compat.v1.losses.softmax_cross_entropy(
-        tf.one_hot(labels, num_classes), logits, weights=weights,
-        label_smoothing=args.label_smoothing)
+    cross_entropy = classification_loss(
+        args, logits, targets, tf.constant(class_weight_vector(args, info, config["labels"])))
     # (Built in float16 or bfloat16, the L2 terms come in it: sum them in float32.)
     regularization = tf.add_n([tf.cast(loss, tf.float32) for loss in
                                tf.compat.v1.losses.get_regularization_losses()] or [0.0])
@@ -304,17 +385,14 @@ def build_replicated_training_graph(args, config, info, steps_per_epoch, total_s
     added to UPDATE_OPS) and adds its own L2 term (the regularizer's losses
     exist only for the replica that created the variables).
     """
-    num_classes = len(config["labels"])
     replicas = strategy.num_replicas_in_sync
     class_weights = tf.constant(class_weight_vector(args, info, config["labels"]))
 
     def input_fn(context):
         # One pipeline per worker, on its CPU, reading its own share of the
         # shards; the strategy deals its per-replica batches to its replicas.
-        return FlowIO.make_dataset(args.data_dir, "train", config["image_size"],
-                                   args.batch_size, training=True, seed=args.seed,
-                                   shard=(context.input_pipeline_id,
-                                          context.num_input_pipelines))
+        return training_inputs(args, config, shard=(context.input_pipeline_id,
+                                                    context.num_input_pipelines))
 
     with strategy.scope():
         global_step = tf.compat.v1.train.get_or_create_global_step()
@@ -329,7 +407,7 @@ def build_replicated_training_graph(args, config, info, steps_per_epoch, total_s
         replica_update_ops = []
 
         def replica_step(inputs):
-            images, labels, _ = inputs
+            images, targets, labels = inputs
             updates = tf.compat.v1.get_collection_ref(tf.compat.v1.GraphKeys.UPDATE_OPS)
             first_update = len(updates)
             first_regularizer = len(tf.compat.v1.losses.get_regularization_losses())
@@ -339,9 +417,7 @@ def build_replicated_training_graph(args, config, info, steps_per_epoch, total_s
                                                 compute_dtype=precision.graph_dtype)
             update_ops = updates[first_update:]
             replica_update_ops.append(update_ops)
-            cross_entropy = tf.compat.v1.losses.softmax_cross_entropy(
-                tf.one_hot(labels, num_classes), logits,
-                weights=tf.gather(class_weights, labels), label_smoothing=args.label_smoothing)
+            cross_entropy = classification_loss(args, logits, targets, class_weights)
             regularization, terms = _replica_regularization(args.weight_decay)
             created = tf.compat.v1.losses.get_regularization_losses()[first_regularizer:]
             if created and len(created) != terms:  # the replica that made the variables
@@ -553,7 +629,10 @@ def _check_memory(config, batch_size):
     """Refuses an image or batch size whose first step cannot fit in memory,
     before the run starts rather than after the machine starts swapping."""
     blocks = sum(stage["num_blocks"] for stage in resnet.ResNet_demo[config["model"]])
-    needed = hardware.training_memory_bytes(blocks, config["image_size"], batch_size)
+    # The small stem keeps the full size where the ImageNet stem shrinks it 4x:
+    # its activations are those of an image 4x the side.
+    side = config["image_size"] * (4 if config.get("stem") == "small" else 1)
+    needed = hardware.training_memory_bytes(blocks, side, batch_size)
     available = hardware.physical_memory_bytes()
     if needed > 0.9 * available:
         raise UserError(f"{config['model']} at --image_size {config['image_size']} with "
@@ -584,6 +663,10 @@ def _train(args, plan):
     num_train = info["num_examples"]["train"]
     if num_train == 0:
         raise UserError(f"{args.data_dir} has no training images; re-run FlowIO.py")
+    if args.epochs is None:  # resuming: the run's own length; else by the data's size
+        previous = (modeldir.load_manifest(args.model_dir).get("training", {}).get("epochs")
+                    if resuming else None)
+        args.epochs = previous or default_epochs(num_train)
     global_batch = args.batch_size * plan.num_replicas
     if args.learning_rate is None:
         args.learning_rate = 0.1 * global_batch / 256
@@ -596,7 +679,8 @@ def _train(args, plan):
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     if device == "CPU":  # this process's replicas share its memory
         _check_memory(config, args.batch_size * len(plan.local_devices))
-    print(f"training {config['model']} at {config['image_size']}px on {device}: "
+    print(f"training {config['model']} ({config['stem']} stem) at {config['image_size']}px "
+          f"with {config['augmentation']} augmentation on {device}: "
           f"{num_train} images in {len(config['labels'])} classes, "
           f"{steps_per_epoch} steps/epoch, {total_steps} steps")
     if plan.replicated:

@@ -44,7 +44,7 @@ def one_error_line(result, *expected):
     (train.parse_args, ["--warmup_epochs", "nan"], "--warmup_epochs"),
     (train.parse_args, ["--log_every_steps", "0"], "--log_every_steps"),
     (train.parse_args, ["--batch_size", "-1"], "--batch_size"),
-    (train.parse_args, ["--image_size", "16"], "--image_size"),
+    (train.parse_args, ["--image_size", "8"], "--image_size"),
     (train.parse_args, ["--image_size", "100000"], "--image_size"),
     (train.parse_args, ["--momentum", "1.5"], "--momentum"),
     (train.parse_args, ["--label_smoothing", "-0.1"], "--label_smoothing"),

@@ -141,6 +141,92 @@ def test_augmentation_is_a_function_of_its_seed():
     assert not np.array_equal(first, augment(encoded, 32, [7, 8]))
 
 
+def crop_windows(augmentation, shape, seeds=40):
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        seed = tf.compat.v1.placeholder(tf.int64, [2])
+        window, flip = FlowIO.augment(tf.constant(shape, tf.int32), augmentation, seed)
+        return [session.run((window, flip), {seed: [s, 7 * s + 1]}) for s in range(seeds)]
+
+
+@pytest.mark.parametrize("augmentation", ["light", "standard", "strong"])
+def test_each_preset_crops_within_its_own_area_and_aspect_range(augmentation):
+    preset = FlowIO.AUGMENTATIONS[augmentation]
+    results = crop_windows(augmentation, [280, 280, 3])
+    areas = [h * w / 280 ** 2 for (_, _, h, w), _ in results]
+    aspects = [w / h for (_, _, h, w), _ in results]
+    # (sample_distorted_bounding_box rounds the window to whole pixels)
+    assert min(areas) >= preset["area"][0] - 0.01 and max(areas) <= 1.0
+    assert min(aspects) >= preset["aspect"][0] - 0.02 and max(aspects) <= preset["aspect"][1] + 0.02
+    # The range is used, not one corner of it, and about half the crops flip.
+    assert min(areas) < preset["area"][0] + 0.25 * (1 - preset["area"][0])
+    assert 0.2 < np.mean([flip for _, flip in results]) < 0.8
+
+
+def test_the_light_preset_never_zooms_in_as_far_as_standard():
+    light = [h * w for (_, _, h, w), _ in crop_windows("light", [28, 28, 3])]
+    standard = [h * w for (_, _, h, w), _ in crop_windows("standard", [28, 28, 3])]
+    assert min(light) >= 0.55 * 28 * 28 and min(standard) < 0.45 * 28 * 28
+
+
+def test_no_augmentation_is_the_evaluation_transform():
+    encoded = jpeg(40, 30, seed=4)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        trained, evaluated = session.run((
+            FlowIO.preprocess_for_train(tf.constant(encoded), 32, tf.constant([1, 2], tf.int64),
+                                        "none"),
+            FlowIO.preprocess_for_eval(tf.constant(encoded), 32)))
+    np.testing.assert_array_equal(trained, evaluated)
+
+
+@pytest.mark.parametrize("source_side,image_size,expected", [
+    (28, 28, "light"), (40, 32, "light"), (100, 64, "light"), (128, 64, "standard"),
+    (500, 224, "standard")])
+def test_default_augmentation_follows_the_source_and_training_sizes(source_side, image_size,
+                                                                     expected):
+    assert FlowIO.default_augmentation(source_side, image_size) == expected
+
+
+def mix(mixup, cutmix, batch=4, size=8, classes=3):
+    images = np.stack([np.full((size, size, 1), float(i)) for i in range(batch)]).astype(np.float32)
+    targets = np.eye(classes, dtype=np.float32)[np.arange(batch) % classes]
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        tf.compat.v1.set_random_seed(3)
+        mixed = FlowIO.mix_batch(tf.constant(images), tf.constant(targets), mixup, cutmix)
+        return images, targets, session.run(mixed)
+
+
+def test_mixup_mixes_images_and_targets_by_the_same_weight():
+    images, targets, (mixed, mixed_targets) = mix(mixup=0.4, cutmix=0)
+    # Image i is i everywhere, mixed with image batch-1-i: recover the weight.
+    weight = (mixed[0, 0, 0, 0] - 3.0) / (0.0 - 3.0)
+    np.testing.assert_allclose(mixed[0], weight * images[0] + (1 - weight) * images[3], atol=1e-5)
+    np.testing.assert_allclose(mixed_targets[0], weight * targets[0] + (1 - weight) * targets[3],
+                               atol=1e-5)
+    np.testing.assert_allclose(mixed_targets.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_cutmix_pastes_a_box_and_mixes_targets_by_its_area():
+    images, targets, (mixed, mixed_targets) = mix(mixup=0, cutmix=1.0)
+    pasted = np.mean(mixed[0] == images[3])  # image 0 gets a box of image 3
+    assert set(np.unique(mixed[0])) <= {0.0, 3.0}
+    np.testing.assert_allclose(mixed_targets[0], (1 - pasted) * targets[0] + pasted * targets[3],
+                               atol=1e-5)
+
+
+def test_mixing_off_changes_nothing():
+    images, targets, (mixed, mixed_targets) = mix(mixup=0, cutmix=0)
+    np.testing.assert_array_equal(mixed, images)
+    np.testing.assert_array_equal(mixed_targets, targets)
+
+
+@pytest.mark.parametrize("ratio,cap,images,expected", [
+    (0.2, 5000, 1000, 0.2), (0.2, 5000, 60000, 5000 / 60000), (0.2, 0, 60000, 0.2),
+    (0.1, 5000, 50000, 0.1)])
+def test_the_validation_share_is_capped_at_about_max_validation_images(ratio, cap, images,
+                                                                      expected):
+    assert FlowIO.validation_share(ratio, cap, images) == pytest.approx(expected)
+
+
 def test_evaluation_preprocessing_is_the_centre_crop():
     # A 40x80 image whose left and right quarters are black and middle white:
     # resized to 37x74 (32 / 0.875 on the shorter side), the central 32x32
@@ -188,10 +274,24 @@ def test_warmup_never_takes_more_than_half_of_a_short_run():
     assert rates[0] == pytest.approx(0.1 * 5 / 5, rel=1e-5)  # ramp ends at step 5 of 10
 
 
-@pytest.mark.parametrize("median_side,expected", [(28, 32), (33, 64), (150, 160), (1000, 224)])
-def test_default_image_size_is_the_median_side_rounded_up_to_32(median_side, expected):
+@pytest.mark.parametrize("median_side,expected", [
+    (10, 16), (28, 28), (32, 32), (33, 64), (150, 160), (1000, 224)])
+def test_default_image_size_keeps_small_images_and_rounds_larger_ones_up_to_32(median_side,
+                                                                              expected):
     info = {"image_size": {"height": {"median": median_side}, "width": {"median": 10}}}
     assert train.default_image_size(info) == expected
+
+
+@pytest.mark.parametrize("image_size,expected", [(16, "small"), (32, "small"), (64, "imagenet"),
+                                                 (224, "imagenet")])
+def test_default_stem_is_small_for_small_images(image_size, expected):
+    assert train.default_stem(image_size) == expected
+
+
+@pytest.mark.parametrize("num_train,expected", [(800, 30), (20000, 15), (55000, 10),
+                                                (1_200_000, 10)])
+def test_default_epochs_shrink_with_the_data_between_bounds(num_train, expected):
+    assert train.default_epochs(num_train) == expected
 
 
 def test_balanced_class_weights_are_inverse_frequency():
