@@ -50,6 +50,7 @@ import cpu_gradients
 import distribute
 import hardware
 import modeldir
+import pretrained
 import resnet
 from cli import UserError
 
@@ -91,6 +92,15 @@ def parse_args(argv=None):
     group.add_argument("--trainable_scopes", default=None,
                        help="comma-separated scopes to train; the rest stay frozen "
                             "(default: all)")
+    group.add_argument("--pretrained", action="store_true",
+                       help=f"start from TF-slim's ImageNet weights for --model "
+                            f"{', '.join(pretrained.PUBLISHED)} (resnet_v1_N_"
+                            f"{pretrained.RELEASE}, downloaded once into the cache): "
+                            f"--init_checkpoint with them, --shortcut B and slim's "
+                            f"preprocessing (the mean subtracted, no division)")
+    group.add_argument("--pretrained_cache", metavar="DIR", default=None,
+                       help=f"where --pretrained keeps the weights (default: "
+                            f"${pretrained.CACHE_VARIABLE}, else {pretrained.cache_dir()})")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--batch_size", type=cli.positive_int, default=32, help="(default: %(default)s)")
     group.add_argument("--epochs", type=cli.positive_float, default=30,
@@ -147,9 +157,29 @@ def parse_args(argv=None):
         args.precision = "fp16"
     if args.deterministic and args.seed is None:
         args.seed = 0  # deterministic random ops need a seed
+    if args.pretrained:
+        _check_pretrained(parser, args)
     # The default --learning_rate follows the global batch, known once the
     # replicas are: _train() sets it.
     return args
+
+
+def _check_pretrained(parser, args):
+    """--pretrained is TF-slim's resnet_v1_N network, which has shortcut B,
+    and its weights: it sets --shortcut B and is refused with what contradicts
+    it (resolve_config fills in the rest)."""
+    model = args.model or DEFAULT_MODEL
+    if model not in pretrained.PUBLISHED:
+        parser.error(f"--pretrained: TF-slim publishes ImageNet weights for "
+                     f"{', '.join(pretrained.PUBLISHED)} only, and --model is {model}"
+                     f"{'' if args.model else ' (the default)'}: add --model layer_50")
+    if args.shortcut not in (None, "B"):
+        parser.error(f"--pretrained needs --shortcut B (TF-slim's resnet_v1 projects "
+                     f"where the depth changes), not {args.shortcut}: leave --shortcut out")
+    if args.init_checkpoint:
+        parser.error("--pretrained and --init_checkpoint both say where the weights come "
+                     "from: give one of them")
+    args.shortcut = "B"
 
 
 def default_image_size(info):
@@ -164,24 +194,40 @@ def resolve_config(args, info, model_dir):
     Resuming with a different class list, network or image size would fail
     deep inside TensorFlow ("Assign requires shapes of both tensors to match");
     stop here instead and say what the user can do.
+
+    "pretrained" names TF-slim's checkpoint the run starts from (or None),
+    "preprocessing" how its pixels are normalised (FlowIO.normalize): slim's
+    for its checkpoints, else ImageNet's mean and std. A resumed run keeps
+    its manifest's: its checkpoints were trained with them.
     """
+    weights = pretrained.release(args.model) if args.pretrained else None
     config = {"model": args.model or DEFAULT_MODEL,
               "shortcut": args.shortcut or "A",
               "image_size": args.image_size or default_image_size(info),
-              "labels": info["classes"]}
+              "labels": info["classes"],
+              "pretrained": weights,
+              "preprocessing": dict(pretrained.NORMALIZATION if weights else
+                                    {"mean_rgb": FlowIO.MEAN_RGB, "std_rgb": FlowIO.STD_RGB})}
     if not modeldir.list_checkpoints(model_dir):
         return config, False
     manifest = modeldir.load_manifest(model_dir)
     config = {"model": args.model or manifest["model"],
               "shortcut": args.shortcut or manifest.get("shortcut", "A"),
               "image_size": args.image_size or manifest["image_size"],
-              "labels": info["classes"]}
+              "labels": info["classes"],
+              "pretrained": weights or manifest.get("pretrained"),
+              "preprocessing": manifest["preprocessing"]}
+    stored = dict(manifest, shortcut=manifest.get("shortcut", "A"),
+                  pretrained=manifest.get("pretrained"))
     for key, flag in (("labels", "the class list"), ("model", "--model"),
-                      ("shortcut", "--shortcut"), ("image_size", "--image_size")):
-        if config[key] != manifest[key]:
-            was, now = manifest[key], config[key]
+                      ("shortcut", "--shortcut"), ("image_size", "--image_size"),
+                      ("pretrained", "--pretrained")):
+        if config[key] != stored[key]:
+            was, now = stored[key], config[key]
             if key == "labels":
                 was, now = f"{len(was)} classes {was}", f"{len(now)} classes {now}"
+            if key == "pretrained":
+                was = was or "off (not started from TF-slim's weights)"
             raise UserError(
                 f"{model_dir} holds a model trained with {flag} = {was}, but this run has "
                 f"{now}. Either train into a new --model_dir, or start a new --model_dir "
@@ -198,9 +244,9 @@ def write_manifest(model_dir, config, info, args, precision, plan=None):
         "num_classes": len(config["labels"]),
         "image_size": config["image_size"],
         "shortcut": config["shortcut"],
-        "preprocessing": {"mean_rgb": FlowIO.MEAN_RGB, "std_rgb": FlowIO.STD_RGB,
-                          "eval_crop": FlowIO.EVAL_CROP,
-                          "max_side": info["options"].get("max_side")},
+        "pretrained": config["pretrained"],
+        "preprocessing": dict(config["preprocessing"], eval_crop=FlowIO.EVAL_CROP,
+                              max_side=info["options"].get("max_side")),
         "data": {"dir": os.path.abspath(args.data_dir), "fingerprint": info["fingerprint"],
                  "num_examples": info["num_examples"]},
         "tensorflow": tf.__version__,
@@ -249,7 +295,8 @@ def build_training_graph(args, config, info, steps_per_epoch, total_steps, preci
     # finished batch is copied to a GPU.
     with tf.device("/cpu:0"):
         dataset = FlowIO.make_dataset(args.data_dir, "train", config["image_size"],
-                                      args.batch_size, training=True, seed=args.seed)
+                                      args.batch_size, training=True, seed=args.seed,
+                                      preprocessing=config["preprocessing"])
         images, labels, _ = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
     global_step = tf.compat.v1.train.get_or_create_global_step()
     with cpu_gradients.faster_weight_gradients(precision):
@@ -314,7 +361,8 @@ def build_replicated_training_graph(args, config, info, steps_per_epoch, total_s
         return FlowIO.make_dataset(args.data_dir, "train", config["image_size"],
                                    args.batch_size, training=True, seed=args.seed,
                                    shard=(context.input_pipeline_id,
-                                          context.num_input_pipelines))
+                                          context.num_input_pipelines),
+                                   preprocessing=config["preprocessing"])
 
     with strategy.scope():
         global_step = tf.compat.v1.train.get_or_create_global_step()
@@ -454,7 +502,8 @@ def build_validation_graph(args, config, expected_count):
     """The eval-mode network over the validation split, sharing the weights."""
     with tf.device("/cpu:0"):  # as in training: input on the CPU
         dataset = FlowIO.make_dataset(args.data_dir, "validation", config["image_size"],
-                                      args.batch_size, training=False)
+                                      args.batch_size, training=False,
+                                      preprocessing=config["preprocessing"])
         iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
         images, labels, _ = iterator.get_next()
     with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True):
@@ -599,6 +648,11 @@ def _train(args, plan):
     print(f"training {config['model']} at {config['image_size']}px on {device}: "
           f"{num_train} images in {len(config['labels'])} classes, "
           f"{steps_per_epoch} steps/epoch, {total_steps} steps")
+    if args.pretrained and not resuming:
+        # --init_checkpoint with TF-slim's weights, from the cache (downloaded
+        # the first time). A resumed run continues from its own checkpoints
+        # and fetches nothing. Every worker of a cluster reads them itself.
+        args.init_checkpoint = pretrained.fetch(config["model"], args.pretrained_cache)
     if plan.replicated:
         print(f"data-parallel: {plan.describe()}; global batch {global_batch} "
               f"({args.batch_size} per replica), learning rate {args.learning_rate:.4g}",
