@@ -1,7 +1,9 @@
 """The model directory (models/ by default): everything train.py writes there
 and Evaluation.py and useModel.py read back, in one place.
 
-    model.json        the manifest: network, image size, preprocessing, data
+    model.json        the manifest: network, image size, preprocessing (the
+                      pixel normalisation every reader applies), the TF-slim
+                      weights it started from ("pretrained"), data
                       fingerprint, TensorFlow version, the precision it was
                       trained in, training options
     labels.txt        the label order ("index:name"), as FlowIO.py wrote it

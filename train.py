@@ -8,6 +8,12 @@ The first line printed is the precision the run computes in and why
 (hardware.choose_precision: with auto, bf16 on CPUs with AMX or avx512_bf16
 and on GPUs of compute capability 8.0+, fp16 on 7.x, fp32 elsewhere).
 
+    python train.py --pretrained --model layer_50|layer_101|layer_152 [--pretrained_cache DIR]
+
+starts from TF-slim's ImageNet checkpoint (pretrained.py: downloaded once
+into a cache folder), with shortcut B and the preprocessing it was trained
+with (ImageNet's mean subtracted, not divided by a std); model.json says so.
+
 Running it again continues from the newest complete checkpoint in --model_dir
 (global step, optimizer state and schedule position). Ctrl-C or SIGTERM saves
 a checkpoint and exits cleanly. --model_dir ends up self-describing:
