@@ -122,7 +122,8 @@ def predict_split(manifest, model_dir, checkpoint, data_dir, split, batch_size, 
     with graph.as_default():
         with tf.device("/cpu:0"):  # input on the CPU, as in train.py
             dataset = FlowIO.make_dataset(data_dir, split, manifest["image_size"], batch_size,
-                                          training=False)
+                                          training=False,
+                                          preprocessing=manifest["preprocessing"])
             images, labels, filenames = \
                 tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
         probabilities = tf.nn.softmax(modeldir.import_network(network, images))

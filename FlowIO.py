@@ -59,6 +59,9 @@ _TEMPORARY_PREFIXES = (".flowio-tmp-", ".flowio-probe-")  # a run's own, removed
 _SHARD_NAME = re.compile(r"(train|validation)-[0-9]{5}-of-[0-9]{5}\.tfrecord\Z")
 SPLITS = ("train", "validation")
 # Input normalisation, in 0..255 units: ImageNet's per-channel mean and std.
+# A model's own values are in its model.json ("preprocessing", see normalize);
+# these are what train.py records for a model trained from scratch, and what
+# normalize takes where a model.json has none.
 MEAN_RGB = (123.68, 116.78, 103.94)
 STD_RGB = (58.40, 57.12, 57.38)
 # EVAL_CROP, evaluation's centre crop, is imagefile.py's: clients apply it
@@ -831,21 +834,37 @@ def shard_paths(data_dir, split):
     return paths
 
 
-def normalize(image):
-    """float RGB in 0..255 -> the network's input scale."""
-    return (image - tf.constant(MEAN_RGB)) / tf.constant(STD_RGB)
+def normalize(image, preprocessing=None):
+    """float RGB in 0..255 -> the network's input scale: (image - mean_rgb) / std_rgb.
+
+    The one place that says how pixels are normalised. preprocessing is a
+    model.json's "preprocessing" (modeldir checks its values); a key it lacks,
+    or None, means ImageNet's mean and std (MEAN_RGB, STD_RGB). A model
+    started from TF-slim's checkpoints records std_rgb (1, 1, 1): slim's VGG
+    preprocessing, which they were trained with, only subtracts the mean.
+    """
+    preprocessing = preprocessing or {}
+    mean = tf.constant(preprocessing.get("mean_rgb", MEAN_RGB), tf.float32)
+    std = tf.constant(preprocessing.get("std_rgb", STD_RGB), tf.float32)
+    return (image - mean) / std
 
 
-def preprocess_for_eval(encoded, image_size):
-    """JPEG bytes -> [image_size, image_size, 3] float: shorter side resized to
-    image_size / EVAL_CROP, then the central square. The only eval transform."""
+def eval_pixels(encoded, image_size):
+    """JPEG bytes -> [image_size, image_size, 3] float RGB in 0..255: shorter
+    side resized to image_size / EVAL_CROP, then the central square. The only
+    eval transform (imagefile.eval_pixels is the same without TensorFlow)."""
     image = tf.cast(tf.io.decode_jpeg(encoded, channels=3), tf.float32)
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = math.ceil(image_size / EVAL_CROP) / tf.reduce_min(shape)
     resized = tf.cast(tf.round(shape * scale), tf.int32)
     image = tf.image.resize(image, resized, antialias=True)
-    image = tf.image.resize_with_crop_or_pad(image, image_size, image_size)
-    return normalize(image)
+    return tf.image.resize_with_crop_or_pad(image, image_size, image_size)
+
+
+def preprocess_for_eval(encoded, image_size, preprocessing=None):
+    """JPEG bytes -> the network's input: eval_pixels, normalised as a
+    model.json's "preprocessing" says (normalize)."""
+    return normalize(eval_pixels(encoded, image_size), preprocessing)
 
 
 def default_augmentation(source_side, image_size):
@@ -894,15 +913,17 @@ def decode_crop(encoded, window, image_size):
     return tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size])
 
 
-def preprocess_for_train(encoded, image_size, seed, augmentation="standard"):
+def preprocess_for_train(encoded, image_size, seed, augmentation="standard",
+                         preprocessing=None):
     """JPEG bytes -> a training image: augment()'s random crop resized to
-    image_size and its flip; with augmentation "none", the eval transform."""
+    image_size and its flip, normalised as `preprocessing` (a model.json's)
+    says; with augmentation "none", the eval transform."""
     if AUGMENTATIONS[augmentation] is None:
-        return preprocess_for_eval(encoded, image_size)
+        return preprocess_for_eval(encoded, image_size, preprocessing)
     window, flip = augment(tf.io.extract_jpeg_shape(encoded), augmentation, seed)
     image = decode_crop(encoded, window, image_size)
     image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
-    return normalize(image)
+    return normalize(image, preprocessing)
 
 
 def mix_batch(images, targets, mixup, cutmix):
@@ -969,17 +990,19 @@ def _parse_record(record, num_classes):
 
 
 def make_dataset(data_dir, split, image_size, batch_size, training, seed=None,
-                 cache=False, shard=None, augmentation="standard"):
+                 cache=False, shard=None, augmentation="standard", preprocessing=None):
     """tf.data pipeline of (images, labels, filenames) batches for one split.
 
     training: shuffled shards and records, the `augmentation` preset (see
-      AUGMENTATIONS), repeats forever, drops the last partial batch. Otherwise: every record once, in order,
-      with the eval transform.
+      AUGMENTATIONS), repeats forever, drops the last partial batch.
+      Otherwise: every record once, in order, with the eval transform.
     cache: keep the encoded records in memory after the first pass (for data
       that fits in memory).
     shard: (index, count): this reader's share when `count` readers (train.py's
       workers) share the split: every count-th file, or with fewer files than
       readers, every count-th record.
+    preprocessing: the model's model.json "preprocessing" (normalize); None
+      for the default ImageNet mean and std.
     Corrupt records raise tf.errors.DataLossError; they are never skipped
     (ignore_errors() would silently drop the rest of a shard): see
     explain_data_error().
@@ -1014,12 +1037,13 @@ def make_dataset(data_dir, split, image_size, batch_size, training, seed=None,
     if training:
         seeds = tf.data.Dataset.random(seed=seed).batch(2)  # an augmentation seed per image
         dataset = tf.data.Dataset.zip((records, seeds)).map(
-            lambda f, s: (preprocess_for_train(f["image/encoded"], image_size, s, augmentation),
+            lambda f, s: (preprocess_for_train(f["image/encoded"], image_size, s, augmentation,
+                                               preprocessing),
                           tf.cast(f["image/class/label"], tf.int32), f["image/filename"]),
             num_parallel_calls=autotune, deterministic=seed is not None)
     else:
         dataset = records.map(
-            lambda f: (preprocess_for_eval(f["image/encoded"], image_size),
+            lambda f: (preprocess_for_eval(f["image/encoded"], image_size, preprocessing),
                        tf.cast(f["image/class/label"], tf.int32), f["image/filename"]),
             num_parallel_calls=autotune)
     return dataset.batch(batch_size, drop_remainder=training).prefetch(autotune)

@@ -1,7 +1,9 @@
 """The model directory (models/ by default): everything train.py writes there
 and Evaluation.py and useModel.py read back, in one place.
 
-    model.json        the manifest: network, image size, preprocessing, data
+    model.json        the manifest: network, image size, preprocessing (the
+                      pixel normalisation every reader applies), the TF-slim
+                      weights it started from ("pretrained"), data
                       fingerprint, TensorFlow version, the precision it was
                       trained in, training options
     labels.txt        the label order ("index:name"), as FlowIO.py wrote it
@@ -20,6 +22,7 @@ import fcntl
 import glob
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -55,6 +58,9 @@ def load_manifest(model_dir):
         raise UserError(f"{path} cannot be read ({reason(error)}): restore it from a copy, "
                         f"or train again into a new --model_dir")
     _check_manifest(manifest, path)
+    # Written by every train.py; without it (a hand-made model.json), the
+    # defaults of FlowIO.normalize and no --max_side.
+    manifest.setdefault("preprocessing", {})
     labels_path = os.path.join(model_dir, FlowIO.LABELS_FILE)
     if not os.path.exists(labels_path):
         raise UserError(f"{labels_path} not found: copy the data's labels.txt (FlowIO.py's "
@@ -85,9 +91,25 @@ def _check_manifest(manifest, path):
             if type(value) is not int or not low <= value <= high:
                 problem = f"{key} is {value!r}, not an integer in {low}..{high}"
                 break
+        problem = problem or _preprocessing_problem(manifest.get("preprocessing", {}))
     if problem:
         raise UserError(f"{path} is not a model description train.py wrote ({problem}): "
                         f"restore it from a copy, or train again into a new --model_dir")
+
+
+def _preprocessing_problem(preprocessing):
+    """What is wrong with a manifest's "preprocessing", or None: its mean and
+    standard deviation (FlowIO.normalize's) must be three finite numbers, the
+    deviations positive, or every input would be silently wrong (inf, NaN)."""
+    if not isinstance(preprocessing, dict):
+        return "preprocessing is not a JSON object"
+    for key, low in (("mean_rgb", -math.inf), ("std_rgb", 0)):
+        value = preprocessing.get(key, [1, 1, 1])  # absent: FlowIO's default
+        if not (isinstance(value, list) and len(value) == 3 and all(
+                type(v) in (int, float) and math.isfinite(v) and v > low for v in value)):
+            return (f"preprocessing {key} is {value!r}, not three finite numbers"
+                    + (" above 0" if low == 0 else ""))
+    return None
 
 
 def write_manifest(model_dir, manifest, labels):

@@ -8,6 +8,12 @@ The first line printed is the precision the run computes in and why
 (hardware.choose_precision: with auto, bf16 on CPUs with AMX or avx512_bf16
 and on GPUs of compute capability 8.0+, fp16 on 7.x, fp32 elsewhere).
 
+    python train.py --pretrained --model layer_50|layer_101|layer_152 [--pretrained_cache DIR]
+
+starts from TF-slim's ImageNet checkpoint (pretrained.py: downloaded once
+into a cache folder), with shortcut B and the preprocessing it was trained
+with (ImageNet's mean subtracted, not divided by a std); model.json says so.
+
 Running it again continues from the newest complete checkpoint in --model_dir
 (global step, optimizer state and schedule position). Ctrl-C or SIGTERM saves
 a checkpoint and exits cleanly. --model_dir ends up self-describing:
@@ -50,6 +56,7 @@ import cpu_gradients
 import distribute
 import hardware
 import modeldir
+import pretrained
 import resnet
 from cli import UserError
 
@@ -105,6 +112,15 @@ def parse_args(argv=None):
     group.add_argument("--trainable_scopes", default=None,
                        help="comma-separated scopes to train; the rest stay frozen "
                             "(default: all)")
+    group.add_argument("--pretrained", action="store_true",
+                       help=f"start from TF-slim's ImageNet weights for --model "
+                            f"{', '.join(pretrained.PUBLISHED)} (resnet_v1_N_"
+                            f"{pretrained.RELEASE}, downloaded once into the cache): "
+                            f"--init_checkpoint with them, --shortcut B and slim's "
+                            f"preprocessing (the mean subtracted, no division)")
+    group.add_argument("--pretrained_cache", metavar="DIR", default=None,
+                       help=f"where --pretrained keeps the weights (default: "
+                            f"${pretrained.CACHE_VARIABLE}, else {pretrained.cache_dir()})")
     group = parser.add_argument_group("augmentation")
     group.add_argument("--augment", default="auto", choices=("auto",) + tuple(FlowIO.AUGMENTATIONS),
                        help="the training crop and flip (FlowIO.AUGMENTATIONS): none, light "
@@ -176,6 +192,8 @@ def parse_args(argv=None):
         args.precision = "fp16"
     if args.deterministic and args.seed is None:
         args.seed = 0  # deterministic random ops need a seed
+    if args.pretrained:
+        _check_pretrained(parser, args)
     # The default --learning_rate follows the global batch, known once the
     # replicas are: _train() sets it.
     return args
@@ -183,6 +201,28 @@ def parse_args(argv=None):
 
 def median_side(info):
     return max(info["image_size"]["height"]["median"], info["image_size"]["width"]["median"])
+
+
+def _check_pretrained(parser, args):
+    """--pretrained is TF-slim's resnet_v1_N network, which has shortcut B
+    and the ImageNet stem, and its weights: it sets --shortcut B and --stem
+    imagenet and is refused with what contradicts it (resolve_config fills
+    in the rest)."""
+    model = args.model or DEFAULT_MODEL
+    if model not in pretrained.PUBLISHED:
+        parser.error(f"--pretrained: TF-slim publishes ImageNet weights for "
+                     f"{', '.join(pretrained.PUBLISHED)} only, and --model is {model}"
+                     f"{'' if args.model else ' (the default)'}: add --model layer_50")
+    if args.shortcut not in (None, "B"):
+        parser.error(f"--pretrained needs --shortcut B (TF-slim's resnet_v1 projects "
+                     f"where the depth changes), not {args.shortcut}: leave --shortcut out")
+    if args.stem not in (None, "imagenet"):
+        parser.error(f"--pretrained needs --stem imagenet (TF-slim's resnet_v1 has it), "
+                     f"not {args.stem}: leave --stem out")
+    if args.init_checkpoint:
+        parser.error("--pretrained and --init_checkpoint both say where the weights come "
+                     "from: give one of them")
+    args.shortcut, args.stem = "B", "imagenet"
 
 
 def default_image_size(info):
@@ -211,11 +251,20 @@ def resolve_config(args, info, model_dir):
     Resuming with a different class list, network or image size would fail
     deep inside TensorFlow ("Assign requires shapes of both tensors to match");
     stop here instead and say what the user can do.
+
+    "pretrained" names TF-slim's checkpoint the run starts from (or None),
+    "preprocessing" how its pixels are normalised (FlowIO.normalize): slim's
+    for its checkpoints, else ImageNet's mean and std. A resumed run keeps
+    its manifest's: its checkpoints were trained with them.
     """
+    weights = pretrained.release(args.model) if args.pretrained else None
     config = {"model": args.model or DEFAULT_MODEL,
               "shortcut": args.shortcut or "A",
               "image_size": args.image_size or default_image_size(info),
-              "labels": info["classes"]}
+              "labels": info["classes"],
+              "pretrained": weights,
+              "preprocessing": dict(pretrained.NORMALIZATION if weights else
+                                    {"mean_rgb": FlowIO.MEAN_RGB, "std_rgb": FlowIO.STD_RGB})}
     config["stem"] = args.stem or default_stem(config["image_size"])
     config["augmentation"] = _augmentation(args, info, config["image_size"])
     if not modeldir.list_checkpoints(model_dir):
@@ -225,15 +274,21 @@ def resolve_config(args, info, model_dir):
               "shortcut": args.shortcut or manifest.get("shortcut", "A"),
               "stem": args.stem or manifest.get("stem", "imagenet"),
               "image_size": args.image_size or manifest["image_size"],
-              "labels": info["classes"]}
+              "labels": info["classes"],
+              "pretrained": weights or manifest.get("pretrained"),
+              "preprocessing": manifest["preprocessing"]}
     config["augmentation"] = _augmentation(args, info, config["image_size"])
+    stored = dict(manifest, shortcut=manifest.get("shortcut", "A"),
+                  stem=manifest.get("stem", "imagenet"), pretrained=manifest.get("pretrained"))
     for key, flag in (("labels", "the class list"), ("model", "--model"),
                       ("shortcut", "--shortcut"), ("stem", "--stem"),
-                      ("image_size", "--image_size")):
-        if config[key] != manifest[key]:
-            was, now = manifest[key], config[key]
+                      ("image_size", "--image_size"), ("pretrained", "--pretrained")):
+        if config[key] != stored[key]:
+            was, now = stored[key], config[key]
             if key == "labels":
                 was, now = f"{len(was)} classes {was}", f"{len(now)} classes {now}"
+            if key == "pretrained":
+                was = was or "off (not started from TF-slim's weights)"
             raise UserError(
                 f"{model_dir} holds a model trained with {flag} = {was}, but this run has "
                 f"{now}. Either train into a new --model_dir, or start a new --model_dir "
@@ -259,9 +314,9 @@ def write_manifest(model_dir, config, info, args, precision, plan=None):
         "stem": config["stem"],
         "augmentation": {"preset": config["augmentation"], "mixup": args.mixup,
                          "cutmix": args.cutmix},
-        "preprocessing": {"mean_rgb": FlowIO.MEAN_RGB, "std_rgb": FlowIO.STD_RGB,
-                          "eval_crop": FlowIO.EVAL_CROP,
-                          "max_side": info["options"].get("max_side")},
+        "pretrained": config["pretrained"],
+        "preprocessing": dict(config["preprocessing"], eval_crop=FlowIO.EVAL_CROP,
+                              max_side=info["options"].get("max_side")),
         "data": {"dir": os.path.abspath(args.data_dir), "fingerprint": info["fingerprint"],
                  "num_examples": info["num_examples"]},
         "tensorflow": tf.__version__,
@@ -306,7 +361,8 @@ def training_inputs(args, config, shard=None):
     returns (images, targets [N, classes], labels: each image's main class)."""
     dataset = FlowIO.make_dataset(args.data_dir, "train", config["image_size"],
                                   args.batch_size, training=True, seed=args.seed,
-                                  shard=shard, augmentation=config["augmentation"])
+                                  shard=shard, augmentation=config["augmentation"],
+                                  preprocessing=config["preprocessing"])
     return dataset.map(lambda images, labels, _: _mixed(args, config, images, labels))
 
 
@@ -530,7 +586,8 @@ def build_validation_graph(args, config, expected_count):
     """The eval-mode network over the validation split, sharing the weights."""
     with tf.device("/cpu:0"):  # as in training: input on the CPU
         dataset = FlowIO.make_dataset(args.data_dir, "validation", config["image_size"],
-                                      args.batch_size, training=False)
+                                      args.batch_size, training=False,
+                                      preprocessing=config["preprocessing"])
         iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
         images, labels, _ = iterator.get_next()
     with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True):
@@ -683,6 +740,11 @@ def _train(args, plan):
           f"with {config['augmentation']} augmentation on {device}: "
           f"{num_train} images in {len(config['labels'])} classes, "
           f"{steps_per_epoch} steps/epoch, {total_steps} steps")
+    if args.pretrained and not resuming:
+        # --init_checkpoint with TF-slim's weights, from the cache (downloaded
+        # the first time). A resumed run continues from its own checkpoints
+        # and fetches nothing. Every worker of a cluster reads them itself.
+        args.init_checkpoint = pretrained.fetch(config["model"], args.pretrained_cache)
     if plan.replicated:
         print(f"data-parallel: {plan.describe()}; global batch {global_batch} "
               f"({args.batch_size} per replica), learning rate {args.learning_rate:.4g}",

@@ -94,8 +94,9 @@ class Classifier:
             # The input is encoded JPEG bytes, as FlowIO stores them; the graph
             # runs the evaluation preprocessing, so prediction = evaluation.
             self._encoded = tf.compat.v1.placeholder(tf.string, [None], name="encoded_images")
-            size = self.manifest["image_size"]
-            images = tf.map_fn(_plain(lambda e: FlowIO.preprocess_for_eval(e, size)),
+            size, preprocessing = self.manifest["image_size"], self.manifest["preprocessing"]
+            images = tf.map_fn(_plain(lambda e: FlowIO.preprocess_for_eval(e, size,
+                                                                           preprocessing)),
                                self._encoded,
                                fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
             self._probabilities = tf.nn.softmax(modeldir.import_network(network, images))
@@ -256,8 +257,9 @@ def check_image_header(encoded):
         return tf.identity(encoded)
 
 
-def serving_preprocess(encoded, image_size):
-    """Encoded bytes of any image TensorFlow decodes -> the network input.
+def serving_preprocess(encoded, image_size, preprocessing=None):
+    """Encoded bytes of any image TensorFlow decodes -> the network input,
+    normalised as the model.json "preprocessing" given says (FlowIO.normalize).
 
     FlowIO stores every image as JPEG (PNG and the rest re-encoded at
     JPEG_QUALITY, 4:4:4, transparency on white) and evaluation runs
@@ -300,7 +302,7 @@ def serving_preprocess(encoded, image_size):
         return tf.io.encode_jpeg(rgb, quality=imagefile.JPEG_QUALITY, chroma_downsampling=False)
 
     jpeg = tf.cond(is_jpeg, lambda: encoded, as_jpeg)
-    return FlowIO.preprocess_for_eval(jpeg, image_size)
+    return FlowIO.preprocess_for_eval(jpeg, image_size, preprocessing)
 
 
 def _next_version(export_dir):
@@ -336,12 +338,13 @@ def export_saved_model(model_dir, export_dir, checkpoint=None, precision="fp32")
 
 def _export_saved_model(manifest, model_dir, checkpoint, staging, export_dir, precision):
     """export_saved_model's work: built in staging, then moved in."""
-    size = manifest["image_size"]
+    size, preprocessing = manifest["image_size"], manifest["preprocessing"]
     graph = tf.Graph()
     with modeldir.quiet_tf1_notices(), graph.as_default(), \
             tf.compat.v1.Session(graph=graph) as session:
         encoded = tf.compat.v1.placeholder(tf.string, [None], name=SERVING_INPUT)
-        images = tf.map_fn(_plain(lambda e: serving_preprocess(e, size)), encoded,
+        images = tf.map_fn(_plain(lambda e: serving_preprocess(e, size, preprocessing)),
+                           encoded,
                            fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
         probabilities = network_probabilities(images, manifest, hardware.DTYPES[precision])
         # Every class, best first: clients slice [:, :k] for a top-k.
@@ -377,10 +380,10 @@ def _export_saved_model(manifest, model_dir, checkpoint, staging, export_dir, pr
 def tflite_pixels(encoded_images, image_size):
     """JPEG bytes (from imagefile.encode_image_file) -> the TFLite model's input:
     float32 RGB 0..255 [N, image_size, image_size, 3], resized and cropped as
-    FlowIO.preprocess_for_eval does (the model normalises them itself).
+    FlowIO.preprocess_for_eval does before normalising (FlowIO.eval_pixels): the
+    model normalises them itself, with its model.json's values.
     imagefile.eval_pixels gives the same pixels without TensorFlow."""
-    images = [FlowIO.preprocess_for_eval(e, image_size) for e in encoded_images]
-    pixels = tf.stack(images) * tf.constant(FlowIO.STD_RGB) + tf.constant(FlowIO.MEAN_RGB)
+    pixels = tf.stack([FlowIO.eval_pixels(e, image_size) for e in encoded_images])
     return pixels.numpy().astype(np.float32)
 
 
@@ -397,9 +400,9 @@ def frozen_pixel_graph(model_dir, checkpoint=None):
     shorter side resized (antialiased bilinear) to ceil(size / 0.875) and the
     central square taken (imagefile.eval_pixels, FlowIO.preprocess_for_eval
     before normalising). Output PROBABILITIES_OUTPUT: [N, num_classes] in
-    labels.txt order. Normalisation is inside the model, so a client only
-    resizes and crops. The variables are constants: the converters take the
-    graph as it is.
+    labels.txt order. Normalisation is inside the model (model.json's
+    "preprocessing", FlowIO.normalize), so a client only resizes and crops.
+    The variables are constants: the converters take the graph as it is.
     """
     manifest = modeldir.load_manifest(model_dir)
     modeldir.resolve_checkpoint(model_dir, checkpoint)  # a clear error if there is none
@@ -409,7 +412,8 @@ def frozen_pixel_graph(model_dir, checkpoint=None):
             tf.compat.v1.Session(graph=graph) as session:
         pixels = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3],
                                           name=PIXELS_INPUT)
-        probabilities = network_probabilities(FlowIO.normalize(pixels), manifest)
+        probabilities = network_probabilities(
+            FlowIO.normalize(pixels, manifest["preprocessing"]), manifest)
         assert probabilities.op.name == PROBABILITIES_OUTPUT, probabilities.op.name
         checkpoint = modeldir.restore_chosen(session, model_dir, checkpoint)
         frozen = tf.compat.v1.graph_util.convert_variables_to_constants(
