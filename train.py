@@ -72,6 +72,12 @@ SMALL_IMAGE_SIDE = 32
 # images reach 93% in 10 epochs within 30 minutes on 2 cores).
 DEFAULT_TRAINING_IMAGES = 300_000
 MIN_DEFAULT_EPOCHS, MAX_DEFAULT_EPOCHS = 10, 30
+# The default peak learning rate per 256 images of global batch, scaled
+# linearly with the batch (Goyal et al., arXiv 1706.02677): ImageNet's 0.1
+# for photos; for small images twice that, the ResNet paper's CIFAR-10
+# recipe (0.1 at batch 128): at 0.1 Fashion-MNIST underfitted in a short
+# run (BENCHMARKS.md, "Accuracy").
+BASE_LEARNING_RATE = {"imagenet": 0.1, "small": 0.2}
 
 
 # ---------------------------------------------------------------------------
@@ -142,8 +148,9 @@ def parse_args(argv=None):
                             f"{MIN_DEFAULT_EPOCHS}; or the one in --model_dir when resuming)")
     group.add_argument("--learning_rate", type=cli.positive_float, default=None,
                        help="peak learning rate (default: 0.1 x global batch / 256, the linear "
-                            "scaling rule of Goyal et al., arXiv 1706.02677: 0.0125 at 32; the "
-                            "global batch is --batch_size x replicas)")
+                            "scaling rule of Goyal et al., arXiv 1706.02677, 0.025 at 64; "
+                            "twice that with the small stem; the global batch is --batch_size "
+                            "x replicas)")
     group.add_argument("--lr_schedule", choices=("cosine", "step"), default="cosine",
                        help="after warm-up: cosine decay to 0, or x0.1 at 50%%/75%% of "
                             "training (default: %(default)s)")
@@ -726,7 +733,7 @@ def _train(args, plan):
         args.epochs = previous or default_epochs(num_train)
     global_batch = args.batch_size * plan.num_replicas
     if args.learning_rate is None:
-        args.learning_rate = 0.1 * global_batch / 256
+        args.learning_rate = BASE_LEARNING_RATE[config["stem"]] * global_batch / 256
     steps_per_epoch = max(1, num_train // global_batch)
     total_steps = max(1, round(args.epochs * steps_per_epoch))
     save_every = args.save_every_steps or steps_per_epoch
