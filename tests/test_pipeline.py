@@ -38,6 +38,8 @@ def test_evaluation_reports_consistent_metrics_well_above_chance(colour_data, tr
     assert result["checkpoint"].endswith(f"model.ckpt-{max(steps_saved(trained_model))}")
     assert "top5" not in result                       # fewer than 5 classes
     assert sum(row["support"] for row in result["per_class"]) == result["num_examples"]
+    assert result["macro_recall"] == pytest.approx(np.mean([row["recall"]
+                                                            for row in result["per_class"]]))
     confusion = np.array(result["confusion_matrix"])
     assert np.trace(confusion) / confusion.sum() == result["top1"]
     with open(result["files"]["misclassified_csv"], encoding="utf-8") as f:
