@@ -1,7 +1,7 @@
 """Evaluates a trained model on FlowIO's validation (or any) TFRecords.
 
     python Evaluation.py [--model_dir models] [--data_dir data/tfrecords]
-                         [--checkpoint PATH|best|all] [--split validation] [--json]
+                         [--checkpoint PATH|best|latest|all] [--split validation] [--json]
                          [--precision auto|fp32|bf16|fp16]
     python Evaluation.py --image_dir DIR [--model_dir models] [...]
     python Evaluation.py --watch [--watch_timeout 3600] [--model_dir models] [...]
@@ -11,10 +11,12 @@ Prints top-1 (and top-5 with at least 5 classes) accuracy, macro-recall
 classes are found), the loss, a per-class table of precision, recall, F1 and
 support, and a confusion matrix; writes confusion_matrix.png,
 misclassified.csv and metrics.json to --output_dir (default:
-MODEL_DIR/eval). `--checkpoint all` evaluates every checkpoint in
---model_dir (best/ included) and marks the best one -- the way to choose the
-model to keep. --json prints one JSON object instead. The first line says
-the precision it computes in (hardware.choose_precision;
+MODEL_DIR/eval). It evaluates best/'s checkpoint when there is one, else the
+newest (`--checkpoint latest`: the newest), and its first line says which
+and why (modeldir.describe_checkpoint). `--checkpoint all` evaluates every
+checkpoint in --model_dir (best/ included) and marks the best one. --json
+prints one JSON object instead (the first line then goes to stderr). The
+next line says the precision it computes in (hardware.choose_precision;
 "auto": the fastest this machine has that keeps fp32's answers: fp32 on
 CPUs, fp16 on GPUs with tensor cores).
 
@@ -68,7 +70,8 @@ def parse_args(argv=None):
                         help="evaluate every image of this class-per-folder tree instead "
                              "(converted as FlowIO.py does, into a temporary folder)")
     parser.add_argument("--checkpoint", default=None,
-                        help="a checkpoint prefix, 'best', or 'all' (default: the newest)")
+                        help="a checkpoint prefix, 'best', 'latest' (the newest) or 'all' "
+                             "(default: best/'s when there is one, else the newest)")
     parser.add_argument("--batch_size", type=cli.positive_int, default=64, help="(default: %(default)s)")
     parser.add_argument("--precision", choices=hardware.PRECISIONS, default="auto",
                         help="compute in this precision (default: auto, the fastest this "
@@ -100,10 +103,11 @@ def parse_args(argv=None):
 
 
 def choose_checkpoints(model_dir, choice):
-    """--checkpoint: a prefix, 'best', None (the newest) or 'all' (every
-    checkpoint in model_dir, oldest first, then best/'s). The newest and
-    best are chosen when they are loaded (modeldir.restore_chosen), so a
-    train.py running meanwhile cannot delete them in between."""
+    """--checkpoint: a prefix, 'best', 'latest', None (best/'s, else the
+    newest: modeldir.resolve_checkpoint) or 'all' (every checkpoint in
+    model_dir, oldest first, then best/'s). The newest and best are chosen
+    when they are loaded (modeldir.restore_chosen), so a train.py running
+    meanwhile cannot delete them in between."""
     if choice != "all":
         modeldir.resolve_checkpoint(model_dir, choice)  # a clear error now if there is none
         return [choice]
@@ -376,9 +380,9 @@ def watch(args, precision):
             found = modeldir.list_checkpoints(args.model_dir)
             if found and (last_step is None or modeldir.checkpoint_step(found[0]) > last_step):
                 manifest = manifest or modeldir.load_manifest(args.model_dir)
-                # None: the newest when it is loaded, even if train.py has
-                # deleted the one just listed (it keeps only the newest few).
-                metrics, misclassified = evaluate(manifest, None, args, precision)
+                # The newest when it is loaded, even if train.py has deleted
+                # the one just listed (it keeps only the newest few).
+                metrics, misclassified = evaluate(manifest, modeldir.LATEST, args, precision)
                 last_step = metrics["step"]
                 metrics["files"] = output_files(output_dir)
                 if args.json:
@@ -415,12 +419,17 @@ def watch(args, precision):
 def main():
     args = parse_args()
     precision = hardware.choose_precision(args.precision, purpose="prediction")
-    if not args.json:  # --json keeps stdout JSON; the precision is in it
-        print(precision)
     if args.watch:
+        if not args.json:
+            print(precision)
         return watch(args, precision)
     manifest = modeldir.load_manifest(args.model_dir)
     checkpoints = choose_checkpoints(args.model_dir, args.checkpoint)
+    if args.checkpoint != "all":  # the first line: which checkpoint, and why
+        print(modeldir.describe_checkpoint(args.model_dir, args.checkpoint),
+              file=sys.stderr if args.json else sys.stdout, flush=True)
+    if not args.json:  # --json keeps stdout JSON; the precision is in it
+        print(precision)
     if args.image_dir is None:
         return report(args, manifest, checkpoints, precision, {})
     with tempfile.TemporaryDirectory(prefix="evaluation-records-") as records_dir:

@@ -10,6 +10,9 @@ and Evaluation.py and useModel.py read back, in one place.
                       and best.json (its step and accuracy)
     events.*          TensorBoard summaries
 
+Which checkpoint a reader takes (resolve_checkpoint, restore_chosen): best/'s
+when there is one, else the newest; "--checkpoint latest" the newest.
+
 As nanoGPT rebuilds its model from the config stored beside the weights,
 build_network() rebuilds ours from model.json: every reader calls it
 (prediction through frozen_network()), so a model directory needs no flags
@@ -35,6 +38,8 @@ CHECKPOINT_PREFIX = "model.ckpt"
 BEST_DIR = "best"
 BEST_FILE = "best.json"
 LOCK_FILE = ".train.lock"
+LATEST = "latest"  # --checkpoint values besides a prefix; None is the default choice
+BEST = "best"
 
 
 # ---------------------------------------------------------------------------
@@ -186,19 +191,59 @@ def checkpoint_step(path):
     return int(path.rsplit("-", 1)[1])
 
 
+def chosen_folder(model_dir, checkpoint=None):
+    """The folder whose newest checkpoint --checkpoint means (None for a
+    prefix): best/ for "best", model_dir for "latest", and by default best/
+    when it holds a checkpoint (the weights that validated best, not merely
+    the last ones: a run that overfits or ends on a bad epoch), else model_dir."""
+    best_dir = os.path.join(model_dir, BEST_DIR)
+    if checkpoint == BEST:
+        return best_dir
+    if checkpoint == LATEST:
+        return model_dir
+    if checkpoint is None:
+        return best_dir if list_checkpoints(best_dir) else model_dir
+    return None
+
+
 def resolve_checkpoint(model_dir, checkpoint=None):
-    """None -> the newest checkpoint in model_dir, "best" -> the one in best/,
-    anything else is taken as a checkpoint prefix."""
-    if checkpoint in (None, "best"):
-        folder = os.path.join(model_dir, BEST_DIR) if checkpoint else model_dir
+    """The checkpoint --checkpoint chooses: None (the default) -> best/'s when
+    there is one, else the newest in model_dir; "best" -> best/'s; "latest"
+    -> the newest; anything else is taken as a checkpoint prefix."""
+    folder = chosen_folder(model_dir, checkpoint)
+    if folder is not None:
         found = list_checkpoints(folder)
         if not found:
             raise UserError(f"no checkpoint in {folder}: run train.py first")
         return found[0]
     if not os.path.exists(checkpoint + ".index"):
-        raise UserError(f"--checkpoint {checkpoint}: no {checkpoint}.index; give a "
-                        f"prefix such as {model_dir}/{CHECKPOINT_PREFIX}-1000 or 'best'")
+        raise UserError(f"--checkpoint {checkpoint}: no {checkpoint}.index; give a prefix "
+                        f"such as {model_dir}/{CHECKPOINT_PREFIX}-1000, 'best' or 'latest'")
     return checkpoint
+
+
+def describe_checkpoint(model_dir, checkpoint=None):
+    """The line a reader prints first: the checkpoint --checkpoint chooses,
+    why, and how to take the other, e.g. "using
+    models/best/model.ckpt-1200 (best validation top-1 0.8730 at step 1200;
+    --checkpoint latest for the newest)"."""
+    path = resolve_checkpoint(model_dir, checkpoint)
+    folder, best_dir = os.path.dirname(path), os.path.join(model_dir, BEST_DIR)
+    best = _read_json(os.path.join(folder, BEST_FILE), None)
+    hint = None
+    if best is not None or (os.path.isdir(best_dir) and os.path.samefile(folder, best_dir)):
+        why = ("best validation" if best is None else
+               f"best validation top-1 {best['validation_top1']:.4f} at step {best['step']}")
+        hint = "--checkpoint latest for the newest"
+    elif checkpoint in (None, LATEST):
+        why = "the newest"
+        if checkpoint is None:
+            hint = "no best/ yet"
+        elif list_checkpoints(best_dir):
+            hint = "--checkpoint best for the best validated"
+    else:
+        why = "as given"
+    return f"using {path} ({why}{'; ' + hint if hint else ''})"
 
 
 def restore(session, checkpoint, saver=None):
@@ -221,13 +266,14 @@ def restore(session, checkpoint, saver=None):
 def restore_chosen(session, model_dir, checkpoint=None):
     """Restores --checkpoint for a reader (Evaluation.py, useModel.py); returns its path.
 
-    None (the newest) and "best" take the newest readable checkpoint of their
-    folder, so one that train.py deletes (it keeps only the newest few)
-    between choosing and loading, or one that is not this model's, is passed
-    over with a warning. A checkpoint named by its prefix must load, or it is
-    one line saying why.
+    None (best/'s, else the newest), "best" and "latest" take the newest
+    readable checkpoint of their folder (chosen_folder), so one that train.py
+    deletes (it keeps only the newest few, and one best) between choosing and
+    loading, or one that is not this model's, is passed over with a warning.
+    A checkpoint named by its prefix must load, or it is one line saying why.
     """
-    if checkpoint not in (None, "best"):
+    folder = chosen_folder(model_dir, checkpoint)
+    if folder is None:
         path = resolve_checkpoint(model_dir, checkpoint)
         try:
             restore(session, path)
@@ -235,13 +281,13 @@ def restore_chosen(session, model_dir, checkpoint=None):
             raise UserError(f"--checkpoint {path} cannot be loaded into the model of "
                             f"{model_dir} ({reason(error)}): choose one of its own checkpoints")
         return path
-    folder = os.path.join(model_dir, BEST_DIR) if checkpoint else model_dir
     resolve_checkpoint(model_dir, checkpoint)  # a clear error when there is none
-    return restore_newest(session, tf.compat.v1.train.Saver(), folder)
+    return restore_newest(session, None, folder)
 
 
 def restore_newest(session, saver, folder):
-    """Restores the newest readable checkpoint in folder; returns its path or None.
+    """Restores the newest readable checkpoint in folder with saver (None: a
+    Saver of every variable); returns its path or None.
 
     An unreadable checkpoint -- damaged, or another model's (another class
     count, say) -- is skipped with a warning naming it; if there are
@@ -321,11 +367,8 @@ def writer_lock(model_dir):
 # ---------------------------------------------------------------------------
 def load_best(model_dir):
     """best/best.json: the step and validation top-1 of the best checkpoint."""
-    path = os.path.join(model_dir, BEST_DIR, BEST_FILE)
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    return {"step": None, "validation_top1": -1.0}
+    return _read_json(os.path.join(model_dir, BEST_DIR, BEST_FILE),
+                      {"step": None, "validation_top1": -1.0})
 
 
 def save_best(session, saver, model_dir, step, validation_top1):
@@ -340,3 +383,15 @@ def save_best(session, saver, model_dir, step, validation_top1):
         raise UserError(f"cannot write {os.path.join(best_dir, BEST_FILE)} ({reason(error)}): "
                         f"free some space, then run train.py again to resume")
     return best
+
+
+def _read_json(path, default):
+    """A JSON file train.py keeps in the model directory; default when absent."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} cannot be read ({reason(error)}): delete it; train.py "
+                        f"writes it again at its next best validation")
