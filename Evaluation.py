@@ -327,6 +327,7 @@ def evaluate(manifest, checkpoint, args, precision):
     metrics = compute_metrics(probabilities, labels, manifest["labels"])
     metrics["checkpoint"] = checkpoint
     metrics["step"] = modeldir.checkpoint_step(checkpoint)
+    metrics["weights"] = modeldir.checkpoint_weights(checkpoint)  # raw or moving average
     metrics["precision"] = precision._asdict()
     return metrics, misclassified_rows(probabilities, labels, filenames, manifest["labels"])
 
@@ -461,7 +462,7 @@ def report(args, manifest, checkpoints, precision, extra):
     table = []
     for checkpoint in checkpoints:
         metrics, _ = evaluate(manifest, checkpoint, args, precision)
-        table.append({k: metrics.get(k) for k in ("checkpoint", "step", "top1", "top5",
+        table.append({k: metrics.get(k) for k in ("checkpoint", "step", "weights", "top1", "top5",
                                                   "macro_recall", "loss")})
     best = max(table, key=lambda row: (row["top1"], -row["loss"]))
     for row in table:
@@ -475,8 +476,10 @@ def report(args, manifest, checkpoints, precision, extra):
           f"checkpoint")
     for row in table:
         top5 = f"{row['top5']:.4f}" if row["top5"] is not None else "     -"
+        averaged = " (moving average)" if row["weights"] == modeldir.MOVING_AVERAGE else ""
         print(f"{row['step']:>8}  {row['top1']:.4f}  {top5}  {row['macro_recall']:12.4f}  "
-              f"{row['loss']:7.4f}  {row['checkpoint']}{'  <- best' if row['best'] else ''}")
+              f"{row['loss']:7.4f}  {row['checkpoint']}{averaged}"
+              f"{'  <- best' if row['best'] else ''}")
 
 
 if __name__ == "__main__":

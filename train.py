@@ -15,8 +15,10 @@ a checkpoint and exits cleanly. --model_dir ends up self-describing:
     model.json        configuration, image size, preprocessing, data fingerprint,
                       TensorFlow version and the training options
     labels.txt        the label order ("index:name"), copied from the data
-    model.ckpt-STEP.* the newest checkpoints (tf.compat.v1.train.Saver, relative paths)
+    model.ckpt-STEP.* the newest checkpoints (tf.compat.v1.train.Saver, relative paths),
+                      with the moving averages of the weights (--moving_average_decay)
     best/             the checkpoint with the best validation accuracy so far
+    validation.json   the latest validation (which weights were better)
     events.*          TensorBoard summaries: tensorboard --logdir models
 
 so Evaluation.py and useModel.py need nothing but --model_dir.
@@ -54,6 +56,9 @@ import resnet
 from cli import UserError
 
 DEFAULT_MODEL = "layer_14"
+# --moving_average_decay's default; 0 keeps no average. One constant, to be
+# chosen by measurement (train on Fashion-MNIST with and without).
+DEFAULT_MOVING_AVERAGE_DECAY = 0.0
 # The network halves the image 5 times; far above 4096 px a step fits in no memory.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 4096
 
@@ -111,6 +116,13 @@ def parse_args(argv=None):
     group.add_argument("--class_weights", choices=("none", "balanced"), default="none",
                        help="'balanced' weighs each class's loss by the inverse of its "
                             "frequency (default: %(default)s)")
+    group.add_argument("--moving_average_decay", type=cli.below_one,
+                       default=DEFAULT_MOVING_AVERAGE_DECAY,
+                       help="keep an exponential moving average of the weights with this "
+                            "decay, e.g. 0.999 (TF-slim's flag; it moves fast in the first "
+                            "steps). Each validation measures both the raw and the averaged "
+                            "weights and best/ keeps the better; 0 keeps none "
+                            "(default: %(default)s)")
     group = parser.add_argument_group("speed")
     group.add_argument("--precision", choices=hardware.PRECISIONS, default="auto",
                        help="what the layers compute in: bf16 (bfloat16) or fp16 (float16, "
@@ -283,8 +295,30 @@ def build_training_graph(args, config, info, steps_per_epoch, total_steps, preci
         total_loss, optimizer, global_step=global_step,
         variables_to_train=_trainable_variables(args), check_numerics=False,
         gate_gradients=tf.compat.v1.train.Optimizer.GATE_NONE)
+    train_op, moving_average = add_moving_average(args, train_op, global_step)
     return {"train_op": train_op, "loss": total_loss, "accuracy": accuracy,
-            "learning_rate": learning_rate, "global_step": global_step}
+            "learning_rate": learning_rate, "global_step": global_step,
+            "moving_average": moving_average}
+
+
+def add_moving_average(args, train_op, global_step):
+    """TF-slim's --moving_average_decay: after each step, a shadow copy of every
+    model variable (the weights and the batch-norm statistics) moves towards
+    it, decay min(--moving_average_decay, (1 + step) / (10 + step)), so the
+    first steps move fast. Returns (train_op that also updates the averages,
+    the tf.compat.v1.train.ExponentialMovingAverage), or (train_op, None)
+    without the flag. Under a tf.distribute strategy, call it in its scope:
+    the averages are mirrored like the weights and keep single-device names."""
+    if not args.moving_average_decay:
+        return train_op, None
+    moving_average = tf.compat.v1.train.ExponentialMovingAverage(
+        args.moving_average_decay, num_updates=global_step, name=modeldir.MOVING_AVERAGE_NAME)
+    # After the step's update, so the averages take in the new weights (the
+    # averages' variables are created outside this dependency by apply).
+    with tf.control_dependencies([train_op]):
+        update = moving_average.apply(slim.get_model_variables())
+    with tf.control_dependencies([update]):
+        return tf.identity(train_op), moving_average
 
 
 def build_replicated_training_graph(args, config, info, steps_per_epoch, total_steps, strategy,
@@ -362,6 +396,7 @@ def build_replicated_training_graph(args, config, info, steps_per_epoch, total_s
         # One all-reduce for what the loop prints and checks: the mean loss
         # and accuracy, and whether any worker asked to stop.
         metrics = strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+        metrics, moving_average = add_moving_average(args, metrics, global_step)
 
         def step_moments():  # every replica's global step, to check they agree
             step = tf.cast(global_step, tf.float64)
@@ -375,7 +410,8 @@ def build_replicated_training_graph(args, config, info, steps_per_epoch, total_s
     return {"train_op": metrics, "loss": metrics[0], "accuracy": metrics[1],
             "learning_rate": learning_rate, "global_step": global_step,
             "initializers": iterator.initialize(), "stop_requested": stop_requested,
-            "step_check": step_check, "images_per_step": args.batch_size * replicas}
+            "step_check": step_check, "images_per_step": args.batch_size * replicas,
+            "moving_average": moving_average}
 
 
 def _replica_regularization(weight_decay):
@@ -450,40 +486,64 @@ def warm_start(session, path, exclude_scopes):
           f"another shape{' (e.g. ' + ', '.join(skipped[:3]) + ')' if skipped else ''}")
 
 
-def build_validation_graph(args, config, expected_count):
-    """The eval-mode network over the validation split, sharing the weights."""
+def build_validation_graph(args, config, expected_count, moving_average=None):
+    """The eval-mode network over the validation split, sharing the weights;
+    with moving_average (add_moving_average's), a second one on the same
+    images that reads the moving averages instead (a custom getter hands it
+    each variable's shadow variable)."""
     with tf.device("/cpu:0"):  # as in training: input on the CPU
         dataset = FlowIO.make_dataset(args.data_dir, "validation", config["image_size"],
                                       args.batch_size, training=False)
         iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
         images, labels, _ = iterator.get_next()
-    with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True):
-        logits = modeldir.build_network(images, config, is_train=False)
-    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
-                                             labels), tf.int32))
-    return {"init": iterator.initializer, "correct": correct, "count": tf.size(labels),
-            "expected_count": expected_count}
+
+    def correct(custom_getter=None):
+        with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True,
+                                         custom_getter=custom_getter):
+            logits = modeldir.build_network(images, config, is_train=False)
+        return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
+                                              labels), tf.int32))
+
+    def read_average(getter, name, *args, **kwargs):
+        variable = getter(name, *args, **kwargs)
+        average = moving_average.average(variable)
+        return variable if average is None else average
+
+    correct_by_weights = {modeldir.RAW: correct()}
+    if moving_average is not None:
+        correct_by_weights[modeldir.MOVING_AVERAGE] = correct(read_average)
+    return {"init": iterator.initializer, "correct": correct_by_weights,
+            "count": tf.size(labels), "expected_count": expected_count}
 
 
 def validation_accuracy(session, ops, data_dir):
-    """Top-1 over the whole validation split; its records are counted, so a
-    shard that holds fewer (or more) than dataset.json lists is an error, not
-    an accuracy over the wrong images."""
+    """Top-1 over the whole validation split, by weights: {modeldir.RAW: top-1,
+    modeldir.MOVING_AVERAGE: top-1 (with --moving_average_decay)}. Its records
+    are counted, so a shard that holds fewer (or more) than dataset.json
+    lists is an error, not an accuracy over the wrong images."""
     session.run(ops["init"])
-    correct = count = 0
+    correct = dict.fromkeys(ops["correct"], 0)
+    count = 0
     while True:
         try:
-            c, n = session.run([ops["correct"], ops["count"]])
+            batch_correct, n = session.run([ops["correct"], ops["count"]])
         except tf.errors.OutOfRangeError:
             break
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
             raise FlowIO.explain_data_error(data_dir, "validation", error)
-        correct, count = correct + c, count + n
+        correct = {weights: correct[weights] + c for weights, c in batch_correct.items()}
+        count += n
     if count != ops["expected_count"]:
         raise UserError(f"{data_dir} holds {count} validation records but its "
                         f"{FlowIO.DATASET_FILE} lists {ops['expected_count']}: re-run FlowIO.py to "
                         f"rebuild {data_dir}")
-    return correct / max(count, 1)
+    return {weights: c / max(count, 1) for weights, c in correct.items()}
+
+
+def better_weights(top1):
+    """The weights that validated better (validation_accuracy's dict); the raw
+    ones on a tie, as there is then no reason to prefer the averages."""
+    return max(top1, key=lambda weights: (top1[weights], weights == modeldir.RAW))
 
 
 # ---------------------------------------------------------------------------
@@ -622,15 +682,16 @@ def _train(args, plan):
         else:
             ops = build_replicated_training_graph(args, config, info, steps_per_epoch,
                                                   total_steps, strategy, precision)
-        validation = (build_validation_graph(args, config, info["num_examples"]["validation"])
+        validation = (build_validation_graph(args, config, info["num_examples"]["validation"],
+                                             ops["moving_average"])
                       if has_validation else None)
         saver = tf.compat.v1.train.Saver(max_to_keep=args.keep_checkpoints,
                                          save_relative_paths=True)
-        best_saver = tf.compat.v1.train.Saver(max_to_keep=1, save_relative_paths=True)
+        best_savers = _best_savers(ops)
         if not plan.multi_worker:
             ops.pop("stop_requested", None)  # one process: a stop needs no agreement
         with _session(args, plan, strategy, precision) as session:
-            restored, step = _initialize(args, plan, session, ops, saver)
+            restored, step = _initialize(args, plan, session, ops)
             if restored:
                 print(f"resuming from {restored} (step {step})")
                 saver.recover_last_checkpoints(modeldir.list_checkpoints(args.model_dir)[::-1])
@@ -642,7 +703,7 @@ def _train(args, plan):
             _quiet_summary_thread()
             writer = tf.compat.v1.summary.FileWriter(args.model_dir, graph)
             try:
-                result = _loop(args, session, ops, validation, saver, best_saver, writer,
+                result = _loop(args, session, ops, validation, saver, best_savers, writer,
                                step, steps_per_epoch, total_steps, save_every, eval_every)
             except BaseException:
                 # The error that stopped training is the one to report, not a
@@ -692,7 +753,7 @@ def _session(args, plan, strategy, precision):
         watch.stop()
 
 
-def _initialize(args, plan, session, ops, saver):
+def _initialize(args, plan, session, ops):
     """Initialises the variables, then restores the newest checkpoint of
     --model_dir (or warm-starts from --init_checkpoint); returns the
     checkpoint restored (or None) and the step.
@@ -703,9 +764,15 @@ def _initialize(args, plan, session, ops, saver):
     """
     session.run(tf.compat.v1.global_variables_initializer())
     session.run(ops.get("initializers", []))
-    restored = modeldir.restore_newest(session, saver, args.model_dir)
+    averages = _moving_averages(ops)
+    weights = [v for v in tf.compat.v1.global_variables()
+               if not modeldir.is_average(v.op.name)]
+    restored = modeldir.restore_newest(session, tf.compat.v1.train.Saver(weights),
+                                       args.model_dir)
     if not restored and args.init_checkpoint:
         warm_start(session, args.init_checkpoint, args.exclude_scopes)
+    if averages:
+        _start_moving_averages(session, averages, restored)
     step = int(session.run(ops["global_step"]))
     if plan.multi_worker:
         total, squares, count = session.run(ops["step_check"])
@@ -714,6 +781,43 @@ def _initialize(args, plan, session, ops, saver):
                             f"their mean is {total / count:g}): --model_dir must be a folder "
                             f"every worker shares, and so must --init_checkpoint")
     return restored, step
+
+
+def _moving_averages(ops):
+    """The shadow variables of add_moving_average, one per model variable ([] without)."""
+    if ops.get("moving_average") is None:
+        return []
+    return [ops["moving_average"].average(v) for v in slim.get_model_variables()]
+
+
+def _start_moving_averages(session, averages, restored):
+    """The moving averages go on from the checkpoint that holds them. Otherwise
+    (a new run, --init_checkpoint, or a checkpoint written without
+    --moving_average_decay) they start from the weights as they are now, not
+    from the random initial ones they were set to before the restore."""
+    stored = tf.train.load_checkpoint(restored).get_variable_to_shape_map() if restored else {}
+    if all(average.op.name in stored for average in averages):
+        tf.compat.v1.train.Saver(averages).restore(session, restored)
+        return
+    if restored:
+        print(f"{restored} holds no moving averages of the weights: they start from its weights")
+    session.run(tf.compat.v1.variables_initializer(averages))
+
+
+def _best_savers(ops):
+    """The Savers of best/, by the weights that validated better: RAW saves the
+    variables as they are; MOVING_AVERAGE (with --moving_average_decay) saves
+    each one's moving average under the variable's own name. Either way best/
+    holds plain variables, so its readers need nothing special."""
+    variables = {v.op.name: v for v in tf.compat.v1.global_variables()}
+    weights = {name: v for name, v in variables.items() if not modeldir.is_average(name)}
+    savers = {modeldir.RAW: tf.compat.v1.train.Saver(weights, max_to_keep=1,
+                                                     save_relative_paths=True)}
+    if ops.get("moving_average") is not None:
+        savers[modeldir.MOVING_AVERAGE] = tf.compat.v1.train.Saver(
+            {name: variables.get(modeldir.average_name(name), v) for name, v in weights.items()},
+            max_to_keep=1, save_relative_paths=True)
+    return savers
 
 
 def _train_replica(args, plan, config, info, steps_per_epoch, total_steps, precision):
@@ -727,9 +831,8 @@ def _train_replica(args, plan, config, info, steps_per_epoch, total_steps, preci
         strategy = distribute.make_strategy(plan)
         ops = build_replicated_training_graph(args, config, info, steps_per_epoch,
                                               total_steps, strategy, precision)
-        saver = tf.compat.v1.train.Saver()  # reads the chief's checkpoints
         with _session(args, plan, strategy, precision) as session:
-            restored, step = _initialize(args, plan, session, ops, saver)
+            restored, step = _initialize(args, plan, session, ops)  # the chief's checkpoint
             if restored:
                 print(f"resuming from {restored} (step {step})")
             if step >= total_steps:
@@ -757,7 +860,7 @@ def _train_replica(args, plan, config, info, steps_per_epoch, total_steps, preci
             return result
 
 
-def _loop(args, session, ops, validation, saver, best_saver, writer, step,
+def _loop(args, session, ops, validation, saver, best_savers, writer, step,
           steps_per_epoch, total_steps, save_every, eval_every):
     stop = StopRequest()
     tty = sys.stdout.isatty()
@@ -812,24 +915,39 @@ def _loop(args, session, ops, validation, saver, best_saver, writer, step,
             last_save_time = time.time()
         if validation is not None and (step % eval_every == 0 or step == total_steps):
             top1 = validation_accuracy(session, validation, args.data_dir)
-            _summary(writer, step, {"validation_top1": top1})
+            weights = better_weights(top1)
+            _summary(writer, step, {f"validation_top1{tag}": top1[name] for name, tag in
+                                    ((modeldir.RAW, ""),
+                                     (modeldir.MOVING_AVERAGE, "_moving_average"))
+                                    if name in top1})
             marker = ""
-            if top1 > best["validation_top1"]:
-                best = modeldir.save_best(session, best_saver, args.model_dir, step, top1)
-                marker = " (best so far, saved to best/)"
-            print(("\n" if tty else "") + f"validation top-1 at step {step}: {top1:.4f}{marker}",
-                  flush=True)
+            if top1[weights] > best["validation_top1"]:
+                best = modeldir.save_best(session, best_savers[weights], args.model_dir, step,
+                                          top1[weights], weights)
+                marker = (" (best so far, saved to best/)" if weights == modeldir.RAW else
+                          " (best so far: the moving average, saved to best/)")
+            # What readers of the regular checkpoints go by (modeldir.reads_moving_averages).
+            record = {"step": step, "top1": top1[modeldir.RAW], "weights": weights}
+            line = f"validation top-1 at step {step}: {top1[modeldir.RAW]:.4f}"
+            if modeldir.MOVING_AVERAGE in top1:
+                record["moving_average_top1"] = top1[modeldir.MOVING_AVERAGE]
+                line += f" raw, {top1[modeldir.MOVING_AVERAGE]:.4f} moving average"
+            modeldir.save_validation(args.model_dir, record)
+            print(("\n" if tty else "") + line + marker, flush=True)
     if tty:
         print()
     path = modeldir.save_checkpoint(session, saver, args.model_dir, step)
+    best_dir = os.path.join(args.model_dir, modeldir.BEST_DIR)
     if stop.signal_name:
         print(f"stopped by {stop.signal_name} at step {step}; saved {path}. "
               f"Run train.py again to continue.")
     else:
         print(f"finished: step {step}, loss {loss:.4f}; saved {path}")
         if best["step"] is not None:
+            weights = (", the moving averages of the weights"
+                       if best.get("weights") == modeldir.MOVING_AVERAGE else "")
             print(f"best validation top-1 {best['validation_top1']:.4f} at step {best['step']} "
-                  f"(in {os.path.join(args.model_dir, modeldir.BEST_DIR)})")
+                  f"(in {best_dir}{weights})")
     return 0
 
 
