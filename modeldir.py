@@ -15,7 +15,8 @@ and Evaluation.py and useModel.py read back, in one place.
                       (its step, accuracy and which weights)
     validation.json   the latest validation: its top-1 for the raw and the
                       averaged weights and which were better (readers of a
-                      regular checkpoint take those)
+                      regular checkpoint take those), and, when early
+                      stopping ended the run, where and why
     events.*          TensorBoard summaries
 
 Which checkpoint a reader takes (resolve_checkpoint, restore_chosen): best/'s
@@ -453,12 +454,13 @@ def save_best(session, saver, model_dir, step, validation_top1, weights=RAW):
 
 
 # ---------------------------------------------------------------------------
-# validation.json: the latest validation
+# validation.json: the latest validation, and an early stop
 # ---------------------------------------------------------------------------
 def load_validation(folder):
     """validation.json in folder: {"step", "top1", "moving_average_top1" (with
-    --moving_average_decay), "weights" (the better: RAW or MOVING_AVERAGE)};
-    {} before any."""
+    --moving_average_decay), "weights" (the better: RAW or MOVING_AVERAGE),
+    "stopped_early" (when early stopping ended the run: its "step",
+    "best_step", "patience", "epochs", "total_steps")}; {} before any."""
     return _read_json(os.path.join(folder, VALIDATION_FILE), {})
 
 

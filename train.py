@@ -18,7 +18,7 @@ a checkpoint and exits cleanly. --model_dir ends up self-describing:
     model.ckpt-STEP.* the newest checkpoints (tf.compat.v1.train.Saver, relative paths),
                       with the moving averages of the weights (--moving_average_decay)
     best/             the checkpoint with the best validation accuracy so far
-    validation.json   the latest validation (which weights were better)
+    validation.json   the latest validation (which weights were better), an early stop
     events.*          TensorBoard summaries: tensorboard --logdir models
 
 so Evaluation.py and useModel.py need nothing but --model_dir.
@@ -144,6 +144,10 @@ def parse_args(argv=None):
                        help="newest checkpoints kept, besides best/ (default: %(default)s)")
     group.add_argument("--eval_every_epochs", type=cli.non_negative_float, default=1,
                        help="validation accuracy interval; 0 turns it off (default: %(default)s)")
+    group.add_argument("--early_stop_patience", type=cli.non_negative_int, default=0,
+                       help="stop when this many validations in a row have not beaten the "
+                            "best validation top-1 (a checkpoint is saved; the best is in "
+                            "best/); 0 trains all --epochs (default: %(default)s)")
     group.add_argument("--log_every_steps", type=cli.positive_int, default=20,
                        help="progress line interval when not on a terminal (default: %(default)s)")
     group.add_argument("--seed", type=cli.non_negative_int, default=None,
@@ -546,6 +550,22 @@ def better_weights(top1):
     return max(top1, key=lambda weights: (top1[weights], weights == modeldir.RAW))
 
 
+def early_stop_due(step, best_step, eval_every, patience):
+    """Early stopping's test after the validation at `step`: True once
+    `patience` validations (one every eval_every steps) have gone by since
+    best_step without beating its top-1. patience 0: never."""
+    return bool(patience) and best_step is not None and step - best_step >= patience * eval_every
+
+
+def continues_after_early_stop(stopped, patience, total_steps):
+    """Whether a run that stopped early (stopped: the record in
+    validation.json) trains on now: only with more patience or more steps
+    than it had. With the same command it would stop again after one more
+    validation; --early_stop_patience 0 does not undo a stop either, as a
+    re-run that merely forgot the flag would otherwise train on pointlessly."""
+    return patience > stopped["patience"] or total_steps > stopped["total_steps"]
+
+
 # ---------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------
@@ -652,6 +672,11 @@ def _train(args, plan):
     save_every = args.save_every_steps or steps_per_epoch
     eval_every = round(args.eval_every_epochs * steps_per_epoch)
     has_validation = info["num_examples"]["validation"] > 0 and eval_every > 0
+    if args.early_stop_patience and not has_validation:
+        raise UserError(f"--early_stop_patience counts validations, but this run has none "
+                        f"({args.data_dir} has no validation split, or --eval_every_epochs is "
+                        f"under one step): re-run FlowIO.py with --validation_ratio, or train "
+                        f"without --early_stop_patience")
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     if device == "CPU":  # this process's replicas share its memory
@@ -700,11 +725,28 @@ def _train(args, plan):
                       f"to train further")
                 _wait_for_everyone(plan, session, ops)
                 return 0
+            stopped = modeldir.load_validation(args.model_dir).get("stopped_early")
+            if stopped and not continues_after_early_stop(stopped, args.early_stop_patience,
+                                                          total_steps):
+                print(f"stopped early at step {stopped['step']}: no better validation top-1 "
+                      f"in the {stopped['patience']} validations after step "
+                      f"{stopped['best_step']} (the best, in "
+                      f"{os.path.join(args.model_dir, modeldir.BEST_DIR)}). To train further, "
+                      f"raise --early_stop_patience above {stopped['patience']} or --epochs "
+                      f"above {stopped['epochs']:g}")
+                _wait_for_everyone(plan, session, ops)
+                return 0
+            if stopped:  # patience counts afresh from the stop
+                print(f"continuing after the early stop at step {stopped['step']}")
+                modeldir.save_validation(args.model_dir, {
+                    k: v for k, v in modeldir.load_validation(args.model_dir).items()
+                    if k != "stopped_early"})
             _quiet_summary_thread()
             writer = tf.compat.v1.summary.FileWriter(args.model_dir, graph)
             try:
                 result = _loop(args, session, ops, validation, saver, best_savers, writer,
-                               step, steps_per_epoch, total_steps, save_every, eval_every)
+                               step, steps_per_epoch, total_steps, save_every, eval_every,
+                               patience_from=stopped["step"] if stopped else 0)
             except BaseException:
                 # The error that stopped training is the one to report, not a
                 # failing flush of the summaries behind it (on a full disk).
@@ -839,6 +881,13 @@ def _train_replica(args, plan, config, info, steps_per_epoch, total_steps, preci
                 print(f"already trained to step {step} of {total_steps}")
                 _wait_for_everyone(plan, session, ops)
                 return 0
+            # The chief decides the same from the same file (--model_dir is shared).
+            stopped = modeldir.load_validation(args.model_dir).get("stopped_early")
+            if stopped and not continues_after_early_stop(stopped, args.early_stop_patience,
+                                                          total_steps):
+                print(f"stopped early at step {stopped['step']}; the chief says how to go on")
+                _wait_for_everyone(plan, session, ops)
+                return 0
             stop = StopRequest()
             fetches = [ops["train_op"], ops["global_step"]]
             result = 0
@@ -861,8 +910,13 @@ def _train_replica(args, plan, config, info, steps_per_epoch, total_steps, preci
 
 
 def _loop(args, session, ops, validation, saver, best_savers, writer, step,
-          steps_per_epoch, total_steps, save_every, eval_every):
+          steps_per_epoch, total_steps, save_every, eval_every, patience_from=0):
+    """The training steps, with checkpoints, validations and best/; returns
+    the exit code. Early stopping counts validations without improvement
+    from the best one, or from patience_from (where an earlier early stop
+    ended, when this run continues it) if that is later."""
     stop = StopRequest()
+    early_stop = None  # its record, once early stopping decides to stop
     tty = sys.stdout.isatty()
     best = modeldir.load_best(args.model_dir)
     fetches = [ops["train_op"], ops["loss"], ops["accuracy"], ops["learning_rate"],
@@ -875,8 +929,9 @@ def _loop(args, session, ops, validation, saver, best_savers, writer, step,
     # same step: it travels with the step's metrics.
     agreeing = "stop_requested" in ops
     agreed = not agreeing
-    while step < total_steps and not (stop.signal_name and agreed):
-        feed = {ops["stop_requested"]: float(bool(stop.signal_name))} if agreeing else None
+    while step < total_steps and not ((stop.signal_name or early_stop) and agreed):
+        feed = ({ops["stop_requested"]: float(bool(stop.signal_name or early_stop))}
+                if agreeing else None)
         try:
             metrics, loss, accuracy, lr, _ = session.run(fetches, feed)
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
@@ -887,7 +942,9 @@ def _loop(args, session, ops, validation, saver, best_savers, writer, step,
                             f"{args.batch_size}: lower either and run train.py again")
         step += 1
         if agreeing and metrics[2] > 0:
-            stop.signal_name, agreed = stop.signal_name or "another worker's stop request", True
+            agreed = True
+            if not (stop.signal_name or early_stop):
+                stop.signal_name = "another worker's stop request"
         if not np.isfinite(loss):
             # Stop before saving: the newest checkpoint on disk stays finite.
             print(f"\nerror: the loss became {loss} at step {step}. Lower --learning_rate "
@@ -934,6 +991,10 @@ def _loop(args, session, ops, validation, saver, best_savers, writer, step,
                 line += f" raw, {top1[modeldir.MOVING_AVERAGE]:.4f} moving average"
             modeldir.save_validation(args.model_dir, record)
             print(("\n" if tty else "") + line + marker, flush=True)
+            if step < total_steps and early_stop_due(step, max(best["step"] or 0, patience_from),
+                                                     eval_every, args.early_stop_patience):
+                early_stop = {"best_step": best["step"], "patience": args.early_stop_patience,
+                              "epochs": args.epochs, "total_steps": total_steps}
     if tty:
         print()
     path = modeldir.save_checkpoint(session, saver, args.model_dir, step)
@@ -941,6 +1002,14 @@ def _loop(args, session, ops, validation, saver, best_savers, writer, step,
     if stop.signal_name:
         print(f"stopped by {stop.signal_name} at step {step}; saved {path}. "
               f"Run train.py again to continue.")
+    elif early_stop:
+        # Recorded, so that running the same command again does not train on.
+        modeldir.save_validation(args.model_dir, dict(modeldir.load_validation(args.model_dir),
+                                                      stopped_early=dict(early_stop, step=step)))
+        print(f"stopped early at step {step}: validation top-1 has not beaten "
+              f"{best['validation_top1']:.4f} (step {best['step']}, in {best_dir}) in "
+              f"{args.early_stop_patience} validations; saved {path}. To train further, raise "
+              f"--early_stop_patience or --epochs")
     else:
         print(f"finished: step {step}, loss {loss:.4f}; saved {path}")
         if best["step"] is not None:

@@ -1,9 +1,10 @@
 """Good models by default: the moving average of the weights
-(--moving_average_decay) and the checkpoint a reader takes by default
-(best/'s, else the newest).
+(--moving_average_decay), early stopping (--early_stop_patience) and the
+checkpoint a reader takes by default (best/'s, else the newest).
 
 The decisions are tested as the small functions they are, on real graphs and
-real checkpoint files."""
+real checkpoint files; the slow tests run train.py and Evaluation.py as a
+user does."""
 import argparse
 import json
 import os
@@ -19,7 +20,32 @@ import distribute
 import hardware
 import modeldir
 import train
-from conftest import TRAIN_ARGS
+from conftest import TRAIN_ARGS, run_script
+
+
+# ---------------------------------------------------------------------------
+# Early stopping
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("step,best_step,patience,due", [
+    (30, 30, 2, False),   # this validation was the best
+    (40, 30, 2, False),   # one validation without improvement
+    (50, 30, 2, True),    # two: patience 2 is used up
+    (50, 30, 3, False),
+    (50, 30, 0, False),   # 0: early stopping is off
+    (50, None, 1, False),  # no best yet
+    (20, 30, 1, False),   # resumed from before the best (its checkpoint was unreadable)
+])
+def test_early_stop_counts_validations_since_the_best(step, best_step, patience, due):
+    assert train.early_stop_due(step, best_step, eval_every=10, patience=patience) is due
+
+
+def test_a_run_that_stopped_early_goes_on_only_with_more_patience_or_steps():
+    stopped = {"step": 50, "best_step": 30, "patience": 2, "epochs": 10, "total_steps": 100}
+    assert not train.continues_after_early_stop(stopped, 2, 100)  # the same command
+    assert not train.continues_after_early_stop(stopped, 0, 100)  # a forgotten flag
+    assert not train.continues_after_early_stop(stopped, 1, 80)
+    assert train.continues_after_early_stop(stopped, 3, 100)
+    assert train.continues_after_early_stop(stopped, 2, 120)
 
 
 # ---------------------------------------------------------------------------
@@ -223,3 +249,60 @@ def test_two_replicas_keep_the_averages_under_single_device_names(colour_data, t
     assert not [n for n in best.get_variable_to_shape_map() if modeldir.is_average(n)]
     np.testing.assert_array_equal(best.get_tensor(weights),
                                   regular.get_tensor(modeldir.average_name(weights)))
+
+
+# ---------------------------------------------------------------------------
+# train.py and Evaluation.py as a user runs them
+# ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_training_with_averages_and_early_stopping_then_evaluation_uses_best(colour_data,
+                                                                             tmp_path):
+    _, data_dir = colour_data
+    model_dir = str(tmp_path / "models")
+    command = ("train.py", "--data_dir", data_dir, "--model_dir", model_dir, *TRAIN_ARGS,
+               "--epochs", "30", "--moving_average_decay", "0.9", "--early_stop_patience", "1")
+    result = run_script(*command)
+    # Both weights are validated each time; with patience 1 (the colour data
+    # is learnt within a few epochs) the run stops at the first validation
+    # that does not beat the best, long before 30 epochs.
+    validations = [line for line in result.stdout.splitlines()
+                   if line.startswith("validation top-1")]
+    assert validations and all(" raw, " in line and " moving average" in line
+                               for line in validations)
+    assert "stopped early at step" in result.stdout, result.stdout
+    newest = modeldir.list_checkpoints(model_dir)[0]
+    stored = tf.train.load_checkpoint(newest).get_variable_to_shape_map()
+    assert modeldir.average_name("resnet/conv1/weights") in stored
+    best = modeldir.load_best(model_dir)
+    assert best["weights"] in (modeldir.RAW, modeldir.MOVING_AVERAGE)
+    best_path = modeldir.resolve_checkpoint(model_dir, "best")
+    assert modeldir.checkpoint_step(best_path) == best["step"]
+    assert not [name for name in tf.train.load_checkpoint(best_path).get_variable_to_shape_map()
+                if modeldir.is_average(name)]
+    record = modeldir.load_validation(model_dir)
+    assert record["weights"] == train.better_weights(
+        {modeldir.RAW: record["top1"], modeldir.MOVING_AVERAGE: record["moving_average_top1"]})
+    assert record["stopped_early"]["step"] == modeldir.checkpoint_step(newest)
+    assert f"(step {best['step']}, in {os.path.join(model_dir, 'best')})" in result.stdout
+
+    # The same command again does not train on: it says why and how to go on.
+    again = run_script(*command)
+    assert f"stopped early at step {modeldir.checkpoint_step(newest)}" in again.stdout
+    assert "--early_stop_patience above 1 or --epochs above 30" in again.stdout
+    assert modeldir.list_checkpoints(model_dir)[0] == newest
+
+    # Evaluation.py takes best/ by default and says so first; --checkpoint
+    # latest takes the newest, read as the weights the latest validation preferred.
+    result = run_script("Evaluation.py", "--model_dir", model_dir, "--data_dir", data_dir)
+    first = result.stdout.splitlines()[0]
+    assert first.startswith(f"using {best_path} (best validation top-1 "
+                            f"{best['validation_top1']:.4f} at step {best['step']}")
+    assert first.endswith("; --checkpoint latest for the newest)")
+    assert f"checkpoint {best_path}:" in result.stdout and "macro-recall" in result.stdout
+    latest = json.loads(run_script("Evaluation.py", "--model_dir", model_dir, "--data_dir",
+                                   data_dir, "--checkpoint", "latest", "--json").stdout)
+    assert latest["checkpoint"] == newest and latest["weights"] == record["weights"]
+    # The newest checkpoint is the one just validated (train.py validated in
+    # its own precision, bf16 on some CPUs: one image of 24 may differ).
+    validated = record["top1" if record["weights"] == modeldir.RAW else "moving_average_top1"]
+    assert latest["top1"] == pytest.approx(validated, abs=0.05)
