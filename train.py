@@ -299,30 +299,39 @@ def build_training_graph(args, config, info, steps_per_epoch, total_steps, preci
         total_loss, optimizer, global_step=global_step,
         variables_to_train=_trainable_variables(args), check_numerics=False,
         gate_gradients=tf.compat.v1.train.Optimizer.GATE_NONE)
-    train_op, moving_average = add_moving_average(args, train_op, global_step)
-    return {"train_op": train_op, "loss": total_loss, "accuracy": accuracy,
-            "learning_rate": learning_rate, "global_step": global_step,
-            "moving_average": moving_average}
+    return dict({"train_op": train_op, "loss": total_loss, "accuracy": accuracy,
+                 "learning_rate": learning_rate, "global_step": global_step},
+                **add_moving_average(args, train_op, global_step))
 
 
 def add_moving_average(args, train_op, global_step):
     """TF-slim's --moving_average_decay: after each step, a shadow copy of every
     model variable (the weights and the batch-norm statistics) moves towards
     it, decay min(--moving_average_decay, (1 + step) / (10 + step)), so the
-    first steps move fast. Returns (train_op that also updates the averages,
-    the tf.compat.v1.train.ExponentialMovingAverage), or (train_op, None)
+    first steps move fast. Returns the ops to add to the graph's: "train_op"
+    (train_op, then the averages' update), "moving_average" (the
+    tf.compat.v1.train.ExponentialMovingAverage) and "start_moving_averages"
+    (sets each average to its variable); only {"moving_average": None}
     without the flag. Under a tf.distribute strategy, call it in its scope:
     the averages are mirrored like the weights and keep single-device names."""
     if not args.moving_average_decay:
-        return train_op, None
+        return {"moving_average": None}
     moving_average = tf.compat.v1.train.ExponentialMovingAverage(
         args.moving_average_decay, num_updates=global_step, name=modeldir.MOVING_AVERAGE_NAME)
+    variables = slim.get_model_variables()
     # After the step's update, so the averages take in the new weights (the
     # averages' variables are created outside this dependency by apply).
     with tf.control_dependencies([train_op]):
-        update = moving_average.apply(slim.get_model_variables())
+        update = moving_average.apply(variables)
     with tf.control_dependencies([update]):
-        return tf.identity(train_op), moving_average
+        train_op = tf.identity(train_op)
+    # Plain assignments, each replica's copy from its own: re-running the
+    # averages' initialisers instead hangs a cluster of workers (their
+    # collective broadcasts never meet).
+    start = tf.group(*[moving_average.average(v).assign(v) for v in variables],
+                     name="start_moving_averages")
+    return {"train_op": train_op, "moving_average": moving_average,
+            "start_moving_averages": start}
 
 
 def build_replicated_training_graph(args, config, info, steps_per_epoch, total_steps, strategy,
@@ -400,7 +409,7 @@ def build_replicated_training_graph(args, config, info, steps_per_epoch, total_s
         # One all-reduce for what the loop prints and checks: the mean loss
         # and accuracy, and whether any worker asked to stop.
         metrics = strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
-        metrics, moving_average = add_moving_average(args, metrics, global_step)
+        averaging = add_moving_average(args, metrics, global_step)
 
         def step_moments():  # every replica's global step, to check they agree
             step = tf.cast(global_step, tf.float64)
@@ -415,7 +424,7 @@ def build_replicated_training_graph(args, config, info, steps_per_epoch, total_s
             "learning_rate": learning_rate, "global_step": global_step,
             "initializers": iterator.initialize(), "stop_requested": stop_requested,
             "step_check": step_check, "images_per_step": args.batch_size * replicas,
-            "moving_average": moving_average}
+            **averaging}
 
 
 def _replica_regularization(weight_decay):
@@ -814,7 +823,7 @@ def _initialize(args, plan, session, ops):
     if not restored and args.init_checkpoint:
         warm_start(session, args.init_checkpoint, args.exclude_scopes)
     if averages:
-        _start_moving_averages(session, averages, restored)
+        _start_moving_averages(session, ops, averages, restored)
     step = int(session.run(ops["global_step"]))
     if plan.multi_worker:
         total, squares, count = session.run(ops["step_check"])
@@ -832,7 +841,7 @@ def _moving_averages(ops):
     return [ops["moving_average"].average(v) for v in slim.get_model_variables()]
 
 
-def _start_moving_averages(session, averages, restored):
+def _start_moving_averages(session, ops, averages, restored):
     """The moving averages go on from the checkpoint that holds them. Otherwise
     (a new run, --init_checkpoint, or a checkpoint written without
     --moving_average_decay) they start from the weights as they are now, not
@@ -843,7 +852,7 @@ def _start_moving_averages(session, averages, restored):
         return
     if restored:
         print(f"{restored} holds no moving averages of the weights: they start from its weights")
-    session.run(tf.compat.v1.variables_initializer(averages))
+    session.run(ops["start_moving_averages"])
 
 
 def _best_savers(ops):

@@ -69,9 +69,9 @@ def toy_training(decay, start=(1.0, 2.0), target=(0.0, 0.0), learning_rate=0.25)
         loss, global_step=global_step)
     with tf.control_dependencies([step]):
         train_op = tf.identity(loss)
-    args = argparse.Namespace(moving_average_decay=decay)
-    train_op, moving_average = train.add_moving_average(args, train_op, global_step)
-    return weights, train_op, moving_average
+    ops = train.add_moving_average(argparse.Namespace(moving_average_decay=decay), train_op,
+                                   global_step)
+    return weights, ops.get("train_op", train_op), ops["moving_average"]
 
 
 def test_the_moving_average_follows_the_step_and_moves_fast_at_first():
@@ -87,6 +87,18 @@ def test_the_moving_average_follows_the_step_and_moves_fast_at_first():
     # After the update of step 1 (global step 1): decay min(0.999, 2 / 11),
     # so the average already holds 9/11 of the new weights, not 0.001.
     np.testing.assert_allclose(averaged, before * 2 / 11 + after * 9 / 11, rtol=1e-6)
+
+
+def test_starting_the_averages_sets_them_to_the_weights():
+    """What train.py runs after restoring weights without averages (or
+    --init_checkpoint): the averages start there, not at the random initial
+    weights."""
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session() as session:
+        weights, train_op, moving_average = toy_training(0.999)
+        session.run(tf.compat.v1.global_variables_initializer())
+        session.run(weights.assign([5.0, -3.0]))  # as a restore does
+        session.run(graph.get_operation_by_name("start_moving_averages"))
+        np.testing.assert_array_equal(session.run(moving_average.average(weights)), [5, -3])
 
 
 def test_no_decay_adds_no_average():
