@@ -1,18 +1,22 @@
 """Evaluates a trained model on FlowIO's validation (or any) TFRecords.
 
     python Evaluation.py [--model_dir models] [--data_dir data/tfrecords]
-                         [--checkpoint PATH|best|all] [--split validation] [--json]
+                         [--checkpoint PATH|best|latest|all] [--split validation] [--json]
                          [--precision auto|fp32|bf16|fp16]
     python Evaluation.py --image_dir DIR [--model_dir models] [...]
     python Evaluation.py --watch [--watch_timeout 3600] [--model_dir models] [...]
 
-Prints top-1 (and top-5 with at least 5 classes) accuracy, the loss, a
-per-class table of precision, recall, F1 and support, and a confusion matrix;
-writes confusion_matrix.png, misclassified.csv and metrics.json to
---output_dir (default: MODEL_DIR/eval). `--checkpoint all` evaluates every
-checkpoint in --model_dir (best/ included) and marks the best one -- the way
-to choose the model to keep. --json prints one JSON object instead. The
-first line says the precision it computes in (hardware.choose_precision;
+Prints top-1 (and top-5 with at least 5 classes) accuracy, macro-recall
+(the mean of the per-class recalls: on imbalanced data, how well the rare
+classes are found), the loss, a per-class table of precision, recall, F1 and
+support, and a confusion matrix; writes confusion_matrix.png,
+misclassified.csv and metrics.json to --output_dir (default:
+MODEL_DIR/eval). It evaluates best/'s checkpoint when there is one, else the
+newest (`--checkpoint latest`: the newest), and its first line says which
+and why (modeldir.describe_checkpoint). `--checkpoint all` evaluates every
+checkpoint in --model_dir (best/ included) and marks the best one. --json
+prints one JSON object instead (the first line then goes to stderr). The
+next line says the precision it computes in (hardware.choose_precision;
 "auto": the fastest this machine has that keeps fp32's answers: fp32 on
 CPUs, fp16 on GPUs with tensor cores).
 
@@ -66,7 +70,8 @@ def parse_args(argv=None):
                         help="evaluate every image of this class-per-folder tree instead "
                              "(converted as FlowIO.py does, into a temporary folder)")
     parser.add_argument("--checkpoint", default=None,
-                        help="a checkpoint prefix, 'best', or 'all' (default: the newest)")
+                        help="a checkpoint prefix, 'best', 'latest' (the newest) or 'all' "
+                             "(default: best/'s when there is one, else the newest)")
     parser.add_argument("--batch_size", type=cli.positive_int, default=64, help="(default: %(default)s)")
     parser.add_argument("--precision", choices=hardware.PRECISIONS, default="auto",
                         help="compute in this precision (default: auto, the fastest this "
@@ -98,10 +103,11 @@ def parse_args(argv=None):
 
 
 def choose_checkpoints(model_dir, choice):
-    """--checkpoint: a prefix, 'best', None (the newest) or 'all' (every
-    checkpoint in model_dir, oldest first, then best/'s). The newest and
-    best are chosen when they are loaded (modeldir.restore_chosen), so a
-    train.py running meanwhile cannot delete them in between."""
+    """--checkpoint: a prefix, 'best', 'latest', None (best/'s, else the
+    newest: modeldir.resolve_checkpoint) or 'all' (every checkpoint in
+    model_dir, oldest first, then best/'s). The newest and best are chosen
+    when they are loaded (modeldir.restore_chosen), so a train.py running
+    meanwhile cannot delete them in between."""
     if choice != "all":
         modeldir.resolve_checkpoint(model_dir, choice)  # a clear error now if there is none
         return [choice]
@@ -153,6 +159,7 @@ def compute_metrics(probabilities, labels, class_names):
     metrics = {
         "num_examples": int(len(labels)),
         "top1": float((predicted == labels).mean()),
+        "macro_recall": None,
         "loss": float(-np.log(np.maximum(true_probability, 1e-12)).mean()),
         "per_class": [],
         "confusion_matrix": confusion.tolist(),
@@ -169,6 +176,9 @@ def compute_metrics(probabilities, labels, class_names):
         metrics["per_class"].append({"class": name, "precision": float(precision),
                                      "recall": float(recall), "f1": float(f1),
                                      "support": int(support)})
+    # Over the classes that have examples here: a class without any has no recall.
+    recalls = [row["recall"] for row in metrics["per_class"] if row["support"]]
+    metrics["macro_recall"] = float(np.mean(recalls)) if recalls else 0.0
     return metrics
 
 
@@ -231,12 +241,17 @@ def draw_confusion_matrix(confusion, class_names, path):
     image.save(path)
 
 
-def print_report(metrics, class_names, checkpoint):
-    print(f"checkpoint {checkpoint}: {metrics['num_examples']} images")
+def summary_line(metrics):
+    """"top-1 0.7700  top-5 0.9850  macro-recall 0.7650  loss 0.7120"."""
     line = f"top-1 {metrics['top1']:.4f}"
     if "top5" in metrics:
         line += f"  top-5 {metrics['top5']:.4f}"
-    print(line + f"  loss {metrics['loss']:.4f}")
+    return line + f"  macro-recall {metrics['macro_recall']:.4f}  loss {metrics['loss']:.4f}"
+
+
+def print_report(metrics, class_names, checkpoint):
+    print(f"checkpoint {checkpoint}: {metrics['num_examples']} images")
+    print(summary_line(metrics))
     width = max(8, max(len(name) for name in class_names))
     print(f"\n{'class':<{width}}  precision  recall     f1  support")
     for row in metrics["per_class"]:
@@ -313,6 +328,7 @@ def evaluate(manifest, checkpoint, args, precision):
     metrics = compute_metrics(probabilities, labels, manifest["labels"])
     metrics["checkpoint"] = checkpoint
     metrics["step"] = modeldir.checkpoint_step(checkpoint)
+    metrics["weights"] = modeldir.checkpoint_weights(checkpoint)  # raw or moving average
     metrics["precision"] = precision._asdict()
     return metrics, misclassified_rows(probabilities, labels, filenames, manifest["labels"])
 
@@ -366,18 +382,17 @@ def watch(args, precision):
             found = modeldir.list_checkpoints(args.model_dir)
             if found and (last_step is None or modeldir.checkpoint_step(found[0]) > last_step):
                 manifest = manifest or modeldir.load_manifest(args.model_dir)
-                # None: the newest when it is loaded, even if train.py has
-                # deleted the one just listed (it keeps only the newest few).
-                metrics, misclassified = evaluate(manifest, None, args, precision)
+                # The newest when it is loaded, even if train.py has deleted
+                # the one just listed (it keeps only the newest few).
+                metrics, misclassified = evaluate(manifest, modeldir.LATEST, args, precision)
                 last_step = metrics["step"]
                 metrics["files"] = output_files(output_dir)
                 if args.json:
                     print(json.dumps(dict(metrics, misclassified=misclassified),
                                      ensure_ascii=False), flush=True)
                 else:
-                    top5 = f"  top-5 {metrics['top5']:.4f}" if "top5" in metrics else ""
-                    print(f"step {last_step}: top-1 {metrics['top1']:.4f}{top5}  loss "
-                          f"{metrics['loss']:.4f}  ({metrics['checkpoint']})", flush=True)
+                    print(f"step {last_step}: {summary_line(metrics)}  "
+                          f"({metrics['checkpoint']})", flush=True)
                 write_outputs(metrics, misclassified, manifest["labels"], metrics["files"])
                 if writer is None:
                     with tf.Graph().as_default():  # the TF1 writer refuses eager mode
@@ -385,7 +400,8 @@ def watch(args, precision):
                 writer.add_summary(tf.compat.v1.Summary(value=[
                     tf.compat.v1.Summary.Value(tag=f"{args.split}_{key}",
                                                simple_value=metrics[key])
-                    for key in ("top1", "top5", "loss") if key in metrics]), last_step)
+                    for key in ("top1", "top5", "macro_recall", "loss") if key in metrics]),
+                    last_step)
                 writer.flush()
                 deadline = time.monotonic() + args.watch_timeout
                 continue
@@ -405,12 +421,17 @@ def watch(args, precision):
 def main():
     args = parse_args()
     precision = hardware.choose_precision(args.precision, purpose="prediction")
-    if not args.json:  # --json keeps stdout JSON; the precision is in it
-        print(precision)
     if args.watch:
+        if not args.json:
+            print(precision)
         return watch(args, precision)
     manifest = modeldir.load_manifest(args.model_dir)
     checkpoints = choose_checkpoints(args.model_dir, args.checkpoint)
+    if args.checkpoint != "all":  # the first line: which checkpoint, and why
+        print(modeldir.describe_checkpoint(args.model_dir, args.checkpoint),
+              file=sys.stderr if args.json else sys.stdout, flush=True)
+    if not args.json:  # --json keeps stdout JSON; the precision is in it
+        print(precision)
     if args.image_dir is None:
         return report(args, manifest, checkpoints, precision, {})
     with tempfile.TemporaryDirectory(prefix="evaluation-records-") as records_dir:
@@ -442,7 +463,8 @@ def report(args, manifest, checkpoints, precision, extra):
     table = []
     for checkpoint in checkpoints:
         metrics, _ = evaluate(manifest, checkpoint, args, precision)
-        table.append({k: metrics.get(k) for k in ("checkpoint", "step", "top1", "top5", "loss")})
+        table.append({k: metrics.get(k) for k in ("checkpoint", "step", "weights", "top1", "top5",
+                                                  "macro_recall", "loss")})
     best = max(table, key=lambda row: (row["top1"], -row["loss"]))
     for row in table:
         row["best"] = row is best
@@ -451,11 +473,14 @@ def report(args, manifest, checkpoints, precision, extra):
                                "precision": precision._asdict()}, **extra),
                          ensure_ascii=False))
         return
-    print(f"{'step':>8}  {'top-1':>6}  {'top-5':>6}  {'loss':>7}  checkpoint")
+    print(f"{'step':>8}  {'top-1':>6}  {'top-5':>6}  {'macro-recall':>12}  {'loss':>7}  "
+          f"checkpoint")
     for row in table:
         top5 = f"{row['top5']:.4f}" if row["top5"] is not None else "     -"
-        print(f"{row['step']:>8}  {row['top1']:.4f}  {top5}  {row['loss']:7.4f}  "
-              f"{row['checkpoint']}{'  <- best' if row['best'] else ''}")
+        averaged = " (moving average)" if row["weights"] == modeldir.MOVING_AVERAGE else ""
+        print(f"{row['step']:>8}  {row['top1']:.4f}  {top5}  {row['macro_recall']:12.4f}  "
+              f"{row['loss']:7.4f}  {row['checkpoint']}{averaged}"
+              f"{'  <- best' if row['best'] else ''}")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,22 @@ and Evaluation.py and useModel.py read back, in one place.
                       fingerprint, TensorFlow version, the precision it was
                       trained in, training options
     labels.txt        the label order ("index:name"), as FlowIO.py wrote it
-    model.ckpt-STEP.* the newest checkpoints (tf.compat.v1.train.Saver, relative paths)
+    model.ckpt-STEP.* the newest checkpoints (tf.compat.v1.train.Saver, relative paths);
+                      with train.py --moving_average_decay they also hold the
+                      moving averages of the weights (the shadow variables,
+                      NAME/ExponentialMovingAverage)
     best/             the checkpoint with the best validation accuracy so far,
-                      and best.json (its step and accuracy)
+                      plain variables under their own names (the averaged
+                      weights when those validated better), and best.json
+                      (its step, accuracy and which weights)
+    validation.json   the latest validation: its top-1 for the raw and the
+                      averaged weights and which were better (readers of a
+                      regular checkpoint take those), and, when early
+                      stopping ended the run, where and why
     events.*          TensorBoard summaries
+
+Which checkpoint a reader takes (resolve_checkpoint, restore_chosen): best/'s
+when there is one, else the newest; "--checkpoint latest" the newest.
 
 As nanoGPT rebuilds its model from the config stored beside the weights,
 build_network() rebuilds ours from model.json: every reader calls it
@@ -37,7 +49,14 @@ MANIFEST_FILE = "model.json"
 CHECKPOINT_PREFIX = "model.ckpt"
 BEST_DIR = "best"
 BEST_FILE = "best.json"
+VALIDATION_FILE = "validation.json"
 LOCK_FILE = ".train.lock"
+LATEST = "latest"  # --checkpoint values besides a prefix; None is the default choice
+BEST = "best"
+# tf.compat.v1.train.ExponentialMovingAverage's name (its default): the shadow
+# variable of "resnet/conv1/weights" is "resnet/conv1/weights/ExponentialMovingAverage".
+MOVING_AVERAGE_NAME = "ExponentialMovingAverage"
+RAW, MOVING_AVERAGE = "raw", "moving average"  # which weights (best.json, validation.json)
 
 
 # ---------------------------------------------------------------------------
@@ -211,19 +230,99 @@ def checkpoint_step(path):
     return int(path.rsplit("-", 1)[1])
 
 
+def average_name(name):
+    """The checkpoint name of the moving average of variable `name` (its
+    shadow variable, written by train.py --moving_average_decay)."""
+    return f"{name}/{MOVING_AVERAGE_NAME}"
+
+
+def is_average(name):
+    return name.endswith("/" + MOVING_AVERAGE_NAME)
+
+
+def chosen_folder(model_dir, checkpoint=None):
+    """The folder whose newest checkpoint --checkpoint means (None for a
+    prefix): best/ for "best", model_dir for "latest", and by default best/
+    when it holds a checkpoint (the weights that validated best, not merely
+    the last ones: a run that overfits or ends on a bad epoch), else model_dir."""
+    best_dir = os.path.join(model_dir, BEST_DIR)
+    if checkpoint == BEST:
+        return best_dir
+    if checkpoint == LATEST:
+        return model_dir
+    if checkpoint is None:
+        return best_dir if list_checkpoints(best_dir) else model_dir
+    return None
+
+
 def resolve_checkpoint(model_dir, checkpoint=None):
-    """None -> the newest checkpoint in model_dir, "best" -> the one in best/,
-    anything else is taken as a checkpoint prefix."""
-    if checkpoint in (None, "best"):
-        folder = os.path.join(model_dir, BEST_DIR) if checkpoint else model_dir
+    """The checkpoint --checkpoint chooses: None (the default) -> best/'s when
+    there is one, else the newest in model_dir; "best" -> best/'s; "latest"
+    -> the newest; anything else is taken as a checkpoint prefix."""
+    folder = chosen_folder(model_dir, checkpoint)
+    if folder is not None:
         found = list_checkpoints(folder)
         if not found:
             raise UserError(f"no checkpoint in {folder}: run train.py first")
         return found[0]
     if not os.path.exists(checkpoint + ".index"):
-        raise UserError(f"--checkpoint {checkpoint}: no {checkpoint}.index; give a "
-                        f"prefix such as {model_dir}/{CHECKPOINT_PREFIX}-1000 or 'best'")
+        raise UserError(f"--checkpoint {checkpoint}: no {checkpoint}.index; give a prefix "
+                        f"such as {model_dir}/{CHECKPOINT_PREFIX}-1000, 'best' or 'latest'")
     return checkpoint
+
+
+def reads_moving_averages(checkpoint, stored=None):
+    """Whether a reader restores checkpoint's weights from their moving
+    averages: when it holds them and the latest validation of its folder
+    (validation.json) found them better than the raw weights. best/ never
+    needs it: train.py saves the better weights there under their own names.
+    stored: the checkpoint's variable names, if already read."""
+    if load_validation(os.path.dirname(checkpoint)).get("weights") != MOVING_AVERAGE:
+        return False
+    if stored is None:
+        try:
+            stored = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+        except (tf.errors.OpError, ValueError):
+            return False  # unreadable: restoring it says so
+    return any(is_average(name) for name in stored)
+
+
+def checkpoint_weights(checkpoint):
+    """Which weights a reader of checkpoint gets: MOVING_AVERAGE or RAW."""
+    best = _read_json(os.path.join(os.path.dirname(checkpoint), BEST_FILE), None)
+    if best is not None:  # best/: plain variables, whichever weights they are
+        return best.get("weights", RAW)
+    return MOVING_AVERAGE if reads_moving_averages(checkpoint) else RAW
+
+
+def describe_checkpoint(model_dir, checkpoint=None):
+    """The line a reader prints first: the checkpoint --checkpoint chooses,
+    why, which weights, and how to take the other, e.g. "using
+    models/best/model.ckpt-1200 (best validation top-1 0.8730 at step 1200;
+    --checkpoint latest for the newest)"."""
+    path = resolve_checkpoint(model_dir, checkpoint)
+    folder, best_dir = os.path.dirname(path), os.path.join(model_dir, BEST_DIR)
+    best = _read_json(os.path.join(folder, BEST_FILE), None)
+    hint = None
+    if best is not None or (os.path.isdir(best_dir) and os.path.samefile(folder, best_dir)):
+        why = ("best validation" if best is None else
+               f"best validation top-1 {best['validation_top1']:.4f} at step {best['step']}")
+        if best and best.get("weights") == MOVING_AVERAGE:
+            why += ", by the moving averages of the weights"
+        hint = "--checkpoint latest for the newest"
+    elif checkpoint in (None, LATEST):
+        why = "the newest"
+        if checkpoint is None:
+            hint = "no best/ yet"
+        elif list_checkpoints(best_dir):
+            hint = "--checkpoint best for the best validated"
+    else:
+        why = "as given"
+    if reads_moving_averages(path):
+        step = load_validation(folder).get("step")
+        why += (f", as the moving averages of its weights (better than the raw ones at the "
+                f"latest validation, step {step})")
+    return f"using {path} ({why}{'; ' + hint if hint else ''})"
 
 
 def restore(session, checkpoint, saver=None):
@@ -234,25 +333,36 @@ def restore(session, checkpoint, saver=None):
     compared first, because restoring into resource variables does not check
     them: another model's checkpoint (another class count, say) would load
     without an error and give a silently wrong network.
+
+    Without a saver (a reader: Evaluation.py, useModel.py), each weight is
+    read from its moving average when reads_moving_averages says so.
     """
     stored = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
-    for variable in session.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES):
-        name, shape = variable.op.name, variable.shape.as_list()
-        if name in stored and stored[name] != shape:
-            raise ValueError(f"{name} is {stored[name]} there but {shape} in this model")
+    variables = {v.op.name: v for v in
+                 session.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)}
+    sources = {name: name for name in variables}  # graph name -> name in the checkpoint
+    if saver is None and reads_moving_averages(checkpoint, stored):
+        sources = {name: average_name(name) if average_name(name) in stored else name
+                   for name in variables}
+        saver = tf.compat.v1.train.Saver({sources[name]: variables[name] for name in variables})
+    for name, variable in variables.items():
+        source, shape = sources[name], variable.shape.as_list()
+        if source in stored and stored[source] != shape:
+            raise ValueError(f"{source} is {stored[source]} there but {shape} in this model")
     (saver or tf.compat.v1.train.Saver()).restore(session, checkpoint)
 
 
 def restore_chosen(session, model_dir, checkpoint=None):
     """Restores --checkpoint for a reader (Evaluation.py, useModel.py); returns its path.
 
-    None (the newest) and "best" take the newest readable checkpoint of their
-    folder, so one that train.py deletes (it keeps only the newest few)
-    between choosing and loading, or one that is not this model's, is passed
-    over with a warning. A checkpoint named by its prefix must load, or it is
-    one line saying why.
+    None (best/'s, else the newest), "best" and "latest" take the newest
+    readable checkpoint of their folder (chosen_folder), so one that train.py
+    deletes (it keeps only the newest few, and one best) between choosing and
+    loading, or one that is not this model's, is passed over with a warning.
+    A checkpoint named by its prefix must load, or it is one line saying why.
     """
-    if checkpoint not in (None, "best"):
+    folder = chosen_folder(model_dir, checkpoint)
+    if folder is None:
         path = resolve_checkpoint(model_dir, checkpoint)
         try:
             restore(session, path)
@@ -260,13 +370,13 @@ def restore_chosen(session, model_dir, checkpoint=None):
             raise UserError(f"--checkpoint {path} cannot be loaded into the model of "
                             f"{model_dir} ({reason(error)}): choose one of its own checkpoints")
         return path
-    folder = os.path.join(model_dir, BEST_DIR) if checkpoint else model_dir
     resolve_checkpoint(model_dir, checkpoint)  # a clear error when there is none
-    return restore_newest(session, tf.compat.v1.train.Saver(), folder)
+    return restore_newest(session, None, folder)
 
 
 def restore_newest(session, saver, folder):
-    """Restores the newest readable checkpoint in folder; returns its path or None.
+    """Restores the newest readable checkpoint in folder with saver (None: as
+    a reader, see restore); returns its path or None.
 
     An unreadable checkpoint -- damaged, or another model's (another class
     count, say) -- is skipped with a warning naming it; if there are
@@ -345,23 +455,62 @@ def writer_lock(model_dir):
 # best/
 # ---------------------------------------------------------------------------
 def load_best(model_dir):
-    """best/best.json: the step and validation top-1 of the best checkpoint."""
-    path = os.path.join(model_dir, BEST_DIR, BEST_FILE)
-    if os.path.exists(path):
+    """best/best.json: the step, validation top-1 and weights of the best checkpoint."""
+    return _read_json(os.path.join(model_dir, BEST_DIR, BEST_FILE),
+                      {"step": None, "validation_top1": -1.0, "weights": RAW})
+
+
+def save_best(session, saver, model_dir, step, validation_top1, weights=RAW):
+    """Saves the checkpoint into best/ with its accuracy and which weights
+    saver writes (MOVING_AVERAGE: a Saver that writes the averages under the
+    weights' own names); returns the record. best/ keeps this checkpoint
+    only: another Saver (the other weights', or an earlier run's) wrote the
+    previous one, and a Saver deletes only its own."""
+    best = {"step": step, "validation_top1": float(validation_top1), "weights": weights}
+    best_dir = os.path.join(model_dir, BEST_DIR)
+    path = save_checkpoint(session, saver, best_dir, step)
+    for older in list_checkpoints(best_dir):
+        if older != path:
+            for name in glob.glob(glob.escape(older) + ".*"):
+                with contextlib.suppress(OSError):
+                    os.remove(name)
+    _write_json(os.path.join(best_dir, BEST_FILE), best)
+    return best
+
+
+# ---------------------------------------------------------------------------
+# validation.json: the latest validation, and an early stop
+# ---------------------------------------------------------------------------
+def load_validation(folder):
+    """validation.json in folder: {"step", "top1", "moving_average_top1" (with
+    --moving_average_decay), "weights" (the better: RAW or MOVING_AVERAGE),
+    "stopped_early" (when early stopping ended the run: its "step",
+    "best_step", "patience", "epochs", "total_steps")}; {} before any."""
+    return _read_json(os.path.join(folder, VALIDATION_FILE), {})
+
+
+def save_validation(model_dir, record):
+    _write_json(os.path.join(model_dir, VALIDATION_FILE), record)
+
+
+def _read_json(path, default):
+    """A JSON file train.py keeps in the model directory; default when absent."""
+    try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    return {"step": None, "validation_top1": -1.0}
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} cannot be read ({reason(error)}): delete it; train.py "
+                        f"writes it again at its next validation")
 
 
-def save_best(session, saver, model_dir, step, validation_top1):
-    """Saves the checkpoint into best/ with its accuracy; returns the record."""
-    best = {"step": step, "validation_top1": float(validation_top1)}
-    best_dir = os.path.join(model_dir, BEST_DIR)
-    save_checkpoint(session, saver, best_dir, step)
+def _write_json(path, record):
+    """Writes record to path atomically: a kill never leaves half a file."""
     try:
-        with open(os.path.join(best_dir, BEST_FILE), "w", encoding="utf-8") as f:
-            json.dump(best, f)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(record, f)
+        os.replace(path + ".tmp", path)
     except OSError as error:
-        raise UserError(f"cannot write {os.path.join(best_dir, BEST_FILE)} ({reason(error)}): "
-                        f"free some space, then run train.py again to resume")
-    return best
+        raise UserError(f"cannot write {path} ({reason(error)}): free some space or fix "
+                        f"its permissions, then run train.py again to resume")

@@ -21,8 +21,10 @@ a checkpoint and exits cleanly. --model_dir ends up self-describing:
     model.json        configuration, image size, preprocessing, data fingerprint,
                       TensorFlow version and the training options
     labels.txt        the label order ("index:name"), copied from the data
-    model.ckpt-STEP.* the newest checkpoints (tf.compat.v1.train.Saver, relative paths)
+    model.ckpt-STEP.* the newest checkpoints (tf.compat.v1.train.Saver, relative paths),
+                      with the moving averages of the weights (--moving_average_decay)
     best/             the checkpoint with the best validation accuracy so far
+    validation.json   the latest validation (which weights were better), an early stop
     events.*          TensorBoard summaries: tensorboard --logdir models
 
 so Evaluation.py and useModel.py need nothing but --model_dir.
@@ -61,6 +63,9 @@ import resnet
 from cli import UserError
 
 DEFAULT_MODEL = "layer_14"
+# --moving_average_decay's default; 0 keeps no average (BENCHMARKS.md, "Moving
+# average of the weights": no better at the end of a cosine schedule).
+DEFAULT_MOVING_AVERAGE_DECAY = 0.0
 # Far above 4096 px a step fits in no memory; below 16 px there is nothing to learn.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
 # Images up to this side train at their own size with the small stem
@@ -69,7 +74,7 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
 SMALL_IMAGE_SIDE = 32
 # The default length of training: small sets need many passes, large ones
 # learn as much from fewer (BENCHMARKS.md, "Accuracy": Fashion-MNIST's 55,000
-# images reach 93% in 10 epochs within 30 minutes on 2 cores).
+# images take 10 epochs, 28 minutes on 2 cores).
 DEFAULT_TRAINING_IMAGES = 300_000
 MIN_DEFAULT_EPOCHS, MAX_DEFAULT_EPOCHS = 10, 30
 # The default peak learning rate per 256 images of global batch, scaled
@@ -163,6 +168,13 @@ def parse_args(argv=None):
     group.add_argument("--class_weights", choices=("none", "balanced"), default="none",
                        help="'balanced' weighs each class's loss by the inverse of its "
                             "frequency (default: %(default)s)")
+    group.add_argument("--moving_average_decay", type=cli.below_one,
+                       default=DEFAULT_MOVING_AVERAGE_DECAY,
+                       help="keep an exponential moving average of the weights with this "
+                            "decay, e.g. 0.999 (TF-slim's flag; it moves fast in the first "
+                            "steps). Each validation measures both the raw and the averaged "
+                            "weights and best/ keeps the better; 0 keeps none "
+                            "(default: %(default)s)")
     group = parser.add_argument_group("speed")
     group.add_argument("--precision", choices=hardware.PRECISIONS, default="auto",
                        help="what the layers compute in: bf16 (bfloat16) or fp16 (float16, "
@@ -184,6 +196,10 @@ def parse_args(argv=None):
                        help="newest checkpoints kept, besides best/ (default: %(default)s)")
     group.add_argument("--eval_every_epochs", type=cli.non_negative_float, default=1,
                        help="validation accuracy interval; 0 turns it off (default: %(default)s)")
+    group.add_argument("--early_stop_patience", type=cli.non_negative_int, default=0,
+                       help="stop when this many validations in a row have not beaten the "
+                            "best validation top-1 (a checkpoint is saved; the best is in "
+                            "best/); 0 trains all --epochs (default: %(default)s)")
     group.add_argument("--log_every_steps", type=cli.positive_int, default=20,
                        help="progress line interval when not on a terminal (default: %(default)s)")
     group.add_argument("--seed", type=cli.non_negative_int, default=None,
@@ -427,8 +443,39 @@ def build_training_graph(args, config, info, steps_per_epoch, total_steps, preci
         total_loss, optimizer, global_step=global_step,
         variables_to_train=_trainable_variables(args), check_numerics=False,
         gate_gradients=tf.compat.v1.train.Optimizer.GATE_NONE)
-    return {"train_op": train_op, "loss": total_loss, "accuracy": accuracy,
-            "learning_rate": learning_rate, "global_step": global_step}
+    return dict({"train_op": train_op, "loss": total_loss, "accuracy": accuracy,
+                 "learning_rate": learning_rate, "global_step": global_step},
+                **add_moving_average(args, train_op, global_step))
+
+
+def add_moving_average(args, train_op, global_step):
+    """TF-slim's --moving_average_decay: after each step, a shadow copy of every
+    model variable (the weights and the batch-norm statistics) moves towards
+    it, decay min(--moving_average_decay, (1 + step) / (10 + step)), so the
+    first steps move fast. Returns the ops to add to the graph's: "train_op"
+    (train_op, then the averages' update), "moving_average" (the
+    tf.compat.v1.train.ExponentialMovingAverage) and "start_moving_averages"
+    (sets each average to its variable); only {"moving_average": None}
+    without the flag. Under a tf.distribute strategy, call it in its scope:
+    the averages are mirrored like the weights and keep single-device names."""
+    if not args.moving_average_decay:
+        return {"moving_average": None}
+    moving_average = tf.compat.v1.train.ExponentialMovingAverage(
+        args.moving_average_decay, num_updates=global_step, name=modeldir.MOVING_AVERAGE_NAME)
+    variables = slim.get_model_variables()
+    # After the step's update, so the averages take in the new weights (the
+    # averages' variables are created outside this dependency by apply).
+    with tf.control_dependencies([train_op]):
+        update = moving_average.apply(variables)
+    with tf.control_dependencies([update]):
+        train_op = tf.identity(train_op)
+    # Plain assignments, each replica's copy from its own: re-running the
+    # averages' initialisers instead hangs a cluster of workers (their
+    # collective broadcasts never meet).
+    start = tf.group(*[moving_average.average(v).assign(v) for v in variables],
+                     name="start_moving_averages")
+    return {"train_op": train_op, "moving_average": moving_average,
+            "start_moving_averages": start}
 
 
 def build_replicated_training_graph(args, config, info, steps_per_epoch, total_steps, strategy,
@@ -501,6 +548,7 @@ def build_replicated_training_graph(args, config, info, steps_per_epoch, total_s
         # One all-reduce for what the loop prints and checks: the mean loss
         # and accuracy, and whether any worker asked to stop.
         metrics = strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+        averaging = add_moving_average(args, metrics, global_step)
 
         def step_moments():  # every replica's global step, to check they agree
             step = tf.cast(global_step, tf.float64)
@@ -514,7 +562,8 @@ def build_replicated_training_graph(args, config, info, steps_per_epoch, total_s
     return {"train_op": metrics, "loss": metrics[0], "accuracy": metrics[1],
             "learning_rate": learning_rate, "global_step": global_step,
             "initializers": iterator.initialize(), "stop_requested": stop_requested,
-            "step_check": step_check, "images_per_step": args.batch_size * replicas}
+            "step_check": step_check, "images_per_step": args.batch_size * replicas,
+            **averaging}
 
 
 def _replica_regularization(weight_decay):
@@ -589,41 +638,81 @@ def warm_start(session, path, exclude_scopes):
           f"another shape{' (e.g. ' + ', '.join(skipped[:3]) + ')' if skipped else ''}")
 
 
-def build_validation_graph(args, config, expected_count):
-    """The eval-mode network over the validation split, sharing the weights."""
+def build_validation_graph(args, config, expected_count, moving_average=None):
+    """The eval-mode network over the validation split, sharing the weights;
+    with moving_average (add_moving_average's), a second one on the same
+    images that reads the moving averages instead (a custom getter hands it
+    each variable's shadow variable)."""
     with tf.device("/cpu:0"):  # as in training: input on the CPU
         dataset = FlowIO.make_dataset(args.data_dir, "validation", config["image_size"],
                                       args.batch_size, training=False,
                                       preprocessing=config["preprocessing"])
         iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
         images, labels, _ = iterator.get_next()
-    with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True):
-        logits = modeldir.build_network(images, config, is_train=False)
-    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
-                                             labels), tf.int32))
-    return {"init": iterator.initializer, "correct": correct, "count": tf.size(labels),
-            "expected_count": expected_count}
+
+    def correct(custom_getter=None):
+        with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True,
+                                         custom_getter=custom_getter):
+            logits = modeldir.build_network(images, config, is_train=False)
+        return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
+                                              labels), tf.int32))
+
+    def read_average(getter, name, *args, **kwargs):
+        variable = getter(name, *args, **kwargs)
+        average = moving_average.average(variable)
+        return variable if average is None else average
+
+    correct_by_weights = {modeldir.RAW: correct()}
+    if moving_average is not None:
+        correct_by_weights[modeldir.MOVING_AVERAGE] = correct(read_average)
+    return {"init": iterator.initializer, "correct": correct_by_weights,
+            "count": tf.size(labels), "expected_count": expected_count}
 
 
 def validation_accuracy(session, ops, data_dir):
-    """Top-1 over the whole validation split; its records are counted, so a
-    shard that holds fewer (or more) than dataset.json lists is an error, not
-    an accuracy over the wrong images."""
+    """Top-1 over the whole validation split, by weights: {modeldir.RAW: top-1,
+    modeldir.MOVING_AVERAGE: top-1 (with --moving_average_decay)}. Its records
+    are counted, so a shard that holds fewer (or more) than dataset.json
+    lists is an error, not an accuracy over the wrong images."""
     session.run(ops["init"])
-    correct = count = 0
+    correct = dict.fromkeys(ops["correct"], 0)
+    count = 0
     while True:
         try:
-            c, n = session.run([ops["correct"], ops["count"]])
+            batch_correct, n = session.run([ops["correct"], ops["count"]])
         except tf.errors.OutOfRangeError:
             break
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
             raise FlowIO.explain_data_error(data_dir, "validation", error)
-        correct, count = correct + c, count + n
+        correct = {weights: correct[weights] + c for weights, c in batch_correct.items()}
+        count += n
     if count != ops["expected_count"]:
         raise UserError(f"{data_dir} holds {count} validation records but its "
                         f"{FlowIO.DATASET_FILE} lists {ops['expected_count']}: re-run FlowIO.py to "
                         f"rebuild {data_dir}")
-    return correct / max(count, 1)
+    return {weights: c / max(count, 1) for weights, c in correct.items()}
+
+
+def better_weights(top1):
+    """The weights that validated better (validation_accuracy's dict); the raw
+    ones on a tie, as there is then no reason to prefer the averages."""
+    return max(top1, key=lambda weights: (top1[weights], weights == modeldir.RAW))
+
+
+def early_stop_due(step, best_step, eval_every, patience):
+    """Early stopping's test after the validation at `step`: True once
+    `patience` validations (one every eval_every steps) have gone by since
+    best_step without beating its top-1. patience 0: never."""
+    return bool(patience) and best_step is not None and step - best_step >= patience * eval_every
+
+
+def continues_after_early_stop(stopped, patience, total_steps):
+    """Whether a run that stopped early (stopped: the record in
+    validation.json) trains on now: only with more patience or more steps
+    than it had. With the same command it would stop again after one more
+    validation; --early_stop_patience 0 does not undo a stop either, as a
+    re-run that merely forgot the flag would otherwise train on pointlessly."""
+    return patience > stopped["patience"] or total_steps > stopped["total_steps"]
 
 
 # ---------------------------------------------------------------------------
@@ -739,6 +828,11 @@ def _train(args, plan):
     save_every = args.save_every_steps or steps_per_epoch
     eval_every = round(args.eval_every_epochs * steps_per_epoch)
     has_validation = info["num_examples"]["validation"] > 0 and eval_every > 0
+    if args.early_stop_patience and not has_validation:
+        raise UserError(f"--early_stop_patience counts validations, but this run has none "
+                        f"({args.data_dir} has no validation split, or --eval_every_epochs is "
+                        f"under one step): re-run FlowIO.py with --validation_ratio, or train "
+                        f"without --early_stop_patience")
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     if device == "CPU":  # this process's replicas share its memory
@@ -775,15 +869,16 @@ def _train(args, plan):
         else:
             ops = build_replicated_training_graph(args, config, info, steps_per_epoch,
                                                   total_steps, strategy, precision)
-        validation = (build_validation_graph(args, config, info["num_examples"]["validation"])
+        validation = (build_validation_graph(args, config, info["num_examples"]["validation"],
+                                             ops["moving_average"])
                       if has_validation else None)
         saver = tf.compat.v1.train.Saver(max_to_keep=args.keep_checkpoints,
                                          save_relative_paths=True)
-        best_saver = tf.compat.v1.train.Saver(max_to_keep=1, save_relative_paths=True)
+        best_savers = _best_savers(ops)
         if not plan.multi_worker:
             ops.pop("stop_requested", None)  # one process: a stop needs no agreement
         with _session(args, plan, strategy, precision) as session:
-            restored, step = _initialize(args, plan, session, ops, saver)
+            restored, step = _initialize(args, plan, session, ops)
             if restored:
                 print(f"resuming from {restored} (step {step})")
                 saver.recover_last_checkpoints(modeldir.list_checkpoints(args.model_dir)[::-1])
@@ -792,11 +887,28 @@ def _train(args, plan):
                       f"to train further")
                 _wait_for_everyone(plan, session, ops)
                 return 0
+            stopped = modeldir.load_validation(args.model_dir).get("stopped_early")
+            if stopped and not continues_after_early_stop(stopped, args.early_stop_patience,
+                                                          total_steps):
+                print(f"stopped early at step {stopped['step']}: no better validation top-1 "
+                      f"in the {stopped['patience']} validations after step "
+                      f"{stopped['best_step']} (the best, in "
+                      f"{os.path.join(args.model_dir, modeldir.BEST_DIR)}). To train further, "
+                      f"raise --early_stop_patience above {stopped['patience']} or --epochs "
+                      f"above {stopped['epochs']:g}")
+                _wait_for_everyone(plan, session, ops)
+                return 0
+            if stopped:  # patience counts afresh from the stop
+                print(f"continuing after the early stop at step {stopped['step']}")
+                modeldir.save_validation(args.model_dir, {
+                    k: v for k, v in modeldir.load_validation(args.model_dir).items()
+                    if k != "stopped_early"})
             _quiet_summary_thread()
             writer = tf.compat.v1.summary.FileWriter(args.model_dir, graph)
             try:
-                result = _loop(args, session, ops, validation, saver, best_saver, writer,
-                               step, steps_per_epoch, total_steps, save_every, eval_every)
+                result = _loop(args, session, ops, validation, saver, best_savers, writer,
+                               step, steps_per_epoch, total_steps, save_every, eval_every,
+                               patience_from=stopped["step"] if stopped else 0)
             except BaseException:
                 # The error that stopped training is the one to report, not a
                 # failing flush of the summaries behind it (on a full disk).
@@ -845,7 +957,7 @@ def _session(args, plan, strategy, precision):
         watch.stop()
 
 
-def _initialize(args, plan, session, ops, saver):
+def _initialize(args, plan, session, ops):
     """Initialises the variables, then restores the newest checkpoint of
     --model_dir (or warm-starts from --init_checkpoint); returns the
     checkpoint restored (or None) and the step.
@@ -856,9 +968,15 @@ def _initialize(args, plan, session, ops, saver):
     """
     session.run(tf.compat.v1.global_variables_initializer())
     session.run(ops.get("initializers", []))
-    restored = modeldir.restore_newest(session, saver, args.model_dir)
+    averages = _moving_averages(ops)
+    weights = [v for v in tf.compat.v1.global_variables()
+               if not modeldir.is_average(v.op.name)]
+    restored = modeldir.restore_newest(session, tf.compat.v1.train.Saver(weights),
+                                       args.model_dir)
     if not restored and args.init_checkpoint:
         warm_start(session, args.init_checkpoint, args.exclude_scopes)
+    if averages:
+        _start_moving_averages(session, ops, averages, restored)
     step = int(session.run(ops["global_step"]))
     if plan.multi_worker:
         total, squares, count = session.run(ops["step_check"])
@@ -867,6 +985,43 @@ def _initialize(args, plan, session, ops, saver):
                             f"their mean is {total / count:g}): --model_dir must be a folder "
                             f"every worker shares, and so must --init_checkpoint")
     return restored, step
+
+
+def _moving_averages(ops):
+    """The shadow variables of add_moving_average, one per model variable ([] without)."""
+    if ops.get("moving_average") is None:
+        return []
+    return [ops["moving_average"].average(v) for v in slim.get_model_variables()]
+
+
+def _start_moving_averages(session, ops, averages, restored):
+    """The moving averages go on from the checkpoint that holds them. Otherwise
+    (a new run, --init_checkpoint, or a checkpoint written without
+    --moving_average_decay) they start from the weights as they are now, not
+    from the random initial ones they were set to before the restore."""
+    stored = tf.train.load_checkpoint(restored).get_variable_to_shape_map() if restored else {}
+    if all(average.op.name in stored for average in averages):
+        tf.compat.v1.train.Saver(averages).restore(session, restored)
+        return
+    if restored:
+        print(f"{restored} holds no moving averages of the weights: they start from its weights")
+    session.run(ops["start_moving_averages"])
+
+
+def _best_savers(ops):
+    """The Savers of best/, by the weights that validated better: RAW saves the
+    variables as they are; MOVING_AVERAGE (with --moving_average_decay) saves
+    each one's moving average under the variable's own name. Either way best/
+    holds plain variables, so its readers need nothing special."""
+    variables = {v.op.name: v for v in tf.compat.v1.global_variables()}
+    weights = {name: v for name, v in variables.items() if not modeldir.is_average(name)}
+    savers = {modeldir.RAW: tf.compat.v1.train.Saver(weights, max_to_keep=1,
+                                                     save_relative_paths=True)}
+    if ops.get("moving_average") is not None:
+        savers[modeldir.MOVING_AVERAGE] = tf.compat.v1.train.Saver(
+            {name: variables.get(modeldir.average_name(name), v) for name, v in weights.items()},
+            max_to_keep=1, save_relative_paths=True)
+    return savers
 
 
 def _train_replica(args, plan, config, info, steps_per_epoch, total_steps, precision):
@@ -880,13 +1035,19 @@ def _train_replica(args, plan, config, info, steps_per_epoch, total_steps, preci
         strategy = distribute.make_strategy(plan)
         ops = build_replicated_training_graph(args, config, info, steps_per_epoch,
                                               total_steps, strategy, precision)
-        saver = tf.compat.v1.train.Saver()  # reads the chief's checkpoints
         with _session(args, plan, strategy, precision) as session:
-            restored, step = _initialize(args, plan, session, ops, saver)
+            restored, step = _initialize(args, plan, session, ops)  # the chief's checkpoint
             if restored:
                 print(f"resuming from {restored} (step {step})")
             if step >= total_steps:
                 print(f"already trained to step {step} of {total_steps}")
+                _wait_for_everyone(plan, session, ops)
+                return 0
+            # The chief decides the same from the same file (--model_dir is shared).
+            stopped = modeldir.load_validation(args.model_dir).get("stopped_early")
+            if stopped and not continues_after_early_stop(stopped, args.early_stop_patience,
+                                                          total_steps):
+                print(f"stopped early at step {stopped['step']}; the chief says how to go on")
                 _wait_for_everyone(plan, session, ops)
                 return 0
             stop = StopRequest()
@@ -910,9 +1071,14 @@ def _train_replica(args, plan, config, info, steps_per_epoch, total_steps, preci
             return result
 
 
-def _loop(args, session, ops, validation, saver, best_saver, writer, step,
-          steps_per_epoch, total_steps, save_every, eval_every):
+def _loop(args, session, ops, validation, saver, best_savers, writer, step,
+          steps_per_epoch, total_steps, save_every, eval_every, patience_from=0):
+    """The training steps, with checkpoints, validations and best/; returns
+    the exit code. Early stopping counts validations without improvement
+    from the best one, or from patience_from (where an earlier early stop
+    ended, when this run continues it) if that is later."""
     stop = StopRequest()
+    early_stop = None  # its record, once early stopping decides to stop
     tty = sys.stdout.isatty()
     best = modeldir.load_best(args.model_dir)
     fetches = [ops["train_op"], ops["loss"], ops["accuracy"], ops["learning_rate"],
@@ -925,8 +1091,9 @@ def _loop(args, session, ops, validation, saver, best_saver, writer, step,
     # same step: it travels with the step's metrics.
     agreeing = "stop_requested" in ops
     agreed = not agreeing
-    while step < total_steps and not (stop.signal_name and agreed):
-        feed = {ops["stop_requested"]: float(bool(stop.signal_name))} if agreeing else None
+    while step < total_steps and not ((stop.signal_name or early_stop) and agreed):
+        feed = ({ops["stop_requested"]: float(bool(stop.signal_name or early_stop))}
+                if agreeing else None)
         try:
             metrics, loss, accuracy, lr, _ = session.run(fetches, feed)
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
@@ -937,7 +1104,9 @@ def _loop(args, session, ops, validation, saver, best_saver, writer, step,
                             f"{args.batch_size}: lower either and run train.py again")
         step += 1
         if agreeing and metrics[2] > 0:
-            stop.signal_name, agreed = stop.signal_name or "another worker's stop request", True
+            agreed = True
+            if not (stop.signal_name or early_stop):
+                stop.signal_name = "another worker's stop request"
         if not np.isfinite(loss):
             # Stop before saving: the newest checkpoint on disk stays finite.
             print(f"\nerror: the loss became {loss} at step {step}. Lower --learning_rate "
@@ -965,24 +1134,51 @@ def _loop(args, session, ops, validation, saver, best_saver, writer, step,
             last_save_time = time.time()
         if validation is not None and (step % eval_every == 0 or step == total_steps):
             top1 = validation_accuracy(session, validation, args.data_dir)
-            _summary(writer, step, {"validation_top1": top1})
+            weights = better_weights(top1)
+            _summary(writer, step, {f"validation_top1{tag}": top1[name] for name, tag in
+                                    ((modeldir.RAW, ""),
+                                     (modeldir.MOVING_AVERAGE, "_moving_average"))
+                                    if name in top1})
             marker = ""
-            if top1 > best["validation_top1"]:
-                best = modeldir.save_best(session, best_saver, args.model_dir, step, top1)
-                marker = " (best so far, saved to best/)"
-            print(("\n" if tty else "") + f"validation top-1 at step {step}: {top1:.4f}{marker}",
-                  flush=True)
+            if top1[weights] > best["validation_top1"]:
+                best = modeldir.save_best(session, best_savers[weights], args.model_dir, step,
+                                          top1[weights], weights)
+                marker = (" (best so far, saved to best/)" if weights == modeldir.RAW else
+                          " (best so far: the moving average, saved to best/)")
+            # What readers of the regular checkpoints go by (modeldir.reads_moving_averages).
+            record = {"step": step, "top1": top1[modeldir.RAW], "weights": weights}
+            line = f"validation top-1 at step {step}: {top1[modeldir.RAW]:.4f}"
+            if modeldir.MOVING_AVERAGE in top1:
+                record["moving_average_top1"] = top1[modeldir.MOVING_AVERAGE]
+                line += f" raw, {top1[modeldir.MOVING_AVERAGE]:.4f} moving average"
+            modeldir.save_validation(args.model_dir, record)
+            print(("\n" if tty else "") + line + marker, flush=True)
+            if step < total_steps and early_stop_due(step, max(best["step"] or 0, patience_from),
+                                                     eval_every, args.early_stop_patience):
+                early_stop = {"best_step": best["step"], "patience": args.early_stop_patience,
+                              "epochs": args.epochs, "total_steps": total_steps}
     if tty:
         print()
     path = modeldir.save_checkpoint(session, saver, args.model_dir, step)
+    best_dir = os.path.join(args.model_dir, modeldir.BEST_DIR)
     if stop.signal_name:
         print(f"stopped by {stop.signal_name} at step {step}; saved {path}. "
               f"Run train.py again to continue.")
+    elif early_stop:
+        # Recorded, so that running the same command again does not train on.
+        modeldir.save_validation(args.model_dir, dict(modeldir.load_validation(args.model_dir),
+                                                      stopped_early=dict(early_stop, step=step)))
+        print(f"stopped early at step {step}: validation top-1 has not beaten "
+              f"{best['validation_top1']:.4f} (step {best['step']}, in {best_dir}) in "
+              f"{args.early_stop_patience} validations; saved {path}. To train further, raise "
+              f"--early_stop_patience or --epochs")
     else:
         print(f"finished: step {step}, loss {loss:.4f}; saved {path}")
         if best["step"] is not None:
+            weights = (", the moving averages of the weights"
+                       if best.get("weights") == modeldir.MOVING_AVERAGE else "")
             print(f"best validation top-1 {best['validation_top1']:.4f} at step {best['step']} "
-                  f"(in {os.path.join(args.model_dir, modeldir.BEST_DIR)})")
+                  f"(in {best_dir}{weights})")
     return 0
 
 

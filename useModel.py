@@ -1,8 +1,12 @@
 """Classifies images with a trained model.
 
     python useModel.py IMAGE|FOLDER|GLOB [...] [--model_dir models] [--top_k 3]
-                       [--threshold P] [--json] [--checkpoint PATH|best]
+                       [--threshold P] [--json] [--checkpoint PATH|best|latest]
                        [--precision auto|fp32|bf16|fp16]
+
+It classifies (and exports) with best/'s checkpoint when there is one, else
+the newest (--checkpoint latest: the newest), and its first line, on stderr,
+says which and why (modeldir.describe_checkpoint).
 
 Folders are searched recursively; a file that cannot be used (not an image,
 broken, too large or too thin, not a regular file: a pipe or device is never
@@ -77,13 +81,18 @@ from cli import UserError
 
 
 class Classifier:
-    """A trained model loaded once: predict() classifies lists of image files."""
+    """A trained model loaded once: predict() classifies lists of image files.
+
+    checkpoint: None (best/'s when there is one, else the newest), "best",
+    "latest" or a prefix; checkpoint_description says which and why, and
+    self.checkpoint is the one loaded."""
 
     def __init__(self, model_dir="models", checkpoint=None, batch_size=32, precision="auto"):
         self.manifest = modeldir.load_manifest(model_dir)
         self.labels = self.manifest["labels"]
         self.batch_size = batch_size
-        modeldir.resolve_checkpoint(model_dir, checkpoint)  # a clear error if there is none
+        # (A clear error if there is none.)
+        self.checkpoint_description = modeldir.describe_checkpoint(model_dir, checkpoint)
         # hardware.choose_precision: "auto" is the fastest this machine has
         # that keeps the answers (BENCHMARKS.md, "Precision").
         self.precision = hardware.choose_precision(precision, purpose="prediction")
@@ -505,7 +514,8 @@ def parse_args(argv=None):
     parser.add_argument("images", nargs="*", help="image files, folders or glob patterns")
     parser.add_argument("--model_dir", default="models", help="(default: %(default)s)")
     parser.add_argument("--checkpoint", default=None,
-                        help="a checkpoint prefix or 'best' (default: the newest)")
+                        help="a checkpoint prefix, 'best' or 'latest' (the newest) (default: "
+                             "best/'s when there is one, else the newest)")
     parser.add_argument("--top_k", type=cli.positive_int, default=3, help="(default: %(default)s)")
     parser.add_argument("--threshold", type=cli.probability, default=None,
                         help="below this probability the answer is 'unknown'")
@@ -535,6 +545,10 @@ def parse_args(argv=None):
 
 def main():
     args = parse_args()
+    modeldir.load_manifest(args.model_dir)  # its clear errors before any other
+    # The first line, on stderr (stdout holds the answers): which checkpoint, and why.
+    print(modeldir.describe_checkpoint(args.model_dir, args.checkpoint), file=sys.stderr,
+          flush=True)
     document = {}
     if args.export:
         path, checkpoint = export_saved_model(args.model_dir, args.export, args.checkpoint,

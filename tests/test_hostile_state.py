@@ -155,7 +155,7 @@ def test_a_foreign_checkpoint_counts_as_unreadable(colour_data, model_copy):
     foreign = os.path.join(model_copy, "model.ckpt-99999")
     # Readers of the newest checkpoint pass over it with a warning...
     result = run_script("Evaluation.py", "--model_dir", model_copy, "--data_dir",
-                        colour_data[1], "--json")
+                        colour_data[1], "--json", "--checkpoint", "latest")
     assert json.loads(result.stdout)["checkpoint"] == newest
     assert f"warning: checkpoint {foreign} is unreadable or not this model's" in result.stderr
     # ...and asking for it by name is one line.
@@ -233,11 +233,15 @@ def test_a_second_writer_is_refused_and_readers_work_while_training(colour_data,
         one_error_line(result, model_dir, "is being trained by train.py (pid",
                        "another --model_dir")
         image = os.path.join(colour_data[0], "red", "000.png")
-        for _ in range(2):
-            result = run_script("useModel.py", image, "--model_dir", model_dir, "--json")
+        # The newest, and the default (best/'s once a validation saved one,
+        # which train.py replaces as it improves).
+        for choice in (("--checkpoint", "latest"), ()):
+            result = run_script("useModel.py", image, "--model_dir", model_dir, "--json",
+                                *choice)
             assert json.loads(result.stdout)["results"][0]["label"] in ("red", "green", "blue")
             result = run_script("Evaluation.py", "--model_dir", model_dir, "--data_dir",
-                                colour_data[1], "--output_dir", str(tmp_path / "eval"), "--json")
+                                colour_data[1], "--output_dir", str(tmp_path / "eval"), "--json",
+                                *choice)
             assert json.loads(result.stdout)["num_examples"] > 0
     # The lock died with its process: training into the folder works again.
     run_script("train.py", "--data_dir", colour_data[1], "--model_dir", model_dir,
@@ -301,10 +305,10 @@ def test_read_only_folders_are_one_line_and_evaluation_prints_its_metrics_first(
 def test_tensorflow_start_up_noise_only_with_verbose(trained_model, colour_data):
     image = os.path.join(colour_data[0], "red", "000.png")
     quiet = run_script("useModel.py", image, "--model_dir", trained_model)
-    # Only our own line: the precision it chose (on stderr, so stdout stays
-    # one line per image).
+    # Only our own lines: the checkpoint it chose and the precision (on
+    # stderr, so stdout stays one line per image).
     assert [line.split(":")[0].split()[0] for line in quiet.stderr.splitlines()] == [
-        "precision"], quiet.stderr
+        "using", "precision"], quiet.stderr
     verbose = run_script("useModel.py", image, "--model_dir", trained_model, "--verbose")
     assert verbose.stdout == quiet.stdout
     assert len(verbose.stderr) > 0  # TensorFlow's own start-up lines

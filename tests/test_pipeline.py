@@ -48,9 +48,14 @@ def test_evaluation_reports_consistent_metrics_well_above_chance(colour_data, tr
     result = evaluate_json("--model_dir", trained_model, "--data_dir", data_dir)
     assert result["top1"] > 0.8                       # 3 classes: chance is 1/3
     assert result["num_examples"] == FlowIO.load_dataset_info(data_dir)["num_examples"]["validation"]
-    assert result["checkpoint"].endswith(f"model.ckpt-{max(steps_saved(trained_model))}")
+    # By default the checkpoint that validated best (best/), not the newest.
+    best = modeldir.load_best(trained_model)
+    assert result["checkpoint"] == os.path.join(trained_model, "best",
+                                                f"model.ckpt-{best['step']}")
     assert "top5" not in result                       # fewer than 5 classes
     assert sum(row["support"] for row in result["per_class"]) == result["num_examples"]
+    assert result["macro_recall"] == pytest.approx(np.mean([row["recall"]
+                                                            for row in result["per_class"]]))
     confusion = np.array(result["confusion_matrix"])
     assert np.trace(confusion) / confusion.sum() == result["top1"]
     with open(result["files"]["misclassified_csv"], encoding="utf-8") as f:
