@@ -190,6 +190,7 @@ def test_two_replicas_step_is_one_devices_on_each_half_averaged(small_data, tmp_
     statistics are the first replica's, so they must equal A's."""
     args = train.parse_args(["--data_dir", small_data, "--model_dir", str(tmp_path),
                              "--model", "layer_14", "--image_size", "32", "--batch_size", "4",
+                             "--stem", "imagenet",  # the larger last stage this test was sized for
                              "--seed", "3", "--learning_rate", "0.5",
                              "--weight_decay", "0.05"])  # L2 as large as the rest
     info = FlowIO.load_dataset_info(small_data)
@@ -265,9 +266,12 @@ def test_two_cpu_replicas_train_and_evaluation_loads_them(colour_data, tmp_path)
                         *CLUSTER_ARGS, "--num_cpu_replicas", "2", "--epochs", "0.5",
                         timeout=300)
     assert "2 CPU replicas; global batch 16 (8 per replica)" in result.stdout
-    training = modeldir.load_manifest(model_dir)["training"]
+    manifest = modeldir.load_manifest(model_dir)
+    training = manifest["training"]
     assert (training["replicas"], training["global_batch_size"]) == (2, 16)
-    assert training["learning_rate"] == pytest.approx(0.1 * 16 / 256)
+    # the linear scaling rule on the global batch
+    assert training["learning_rate"] == pytest.approx(
+        train.BASE_LEARNING_RATE[manifest["stem"]] * 16 / 256)
     evaluation = json.loads(run_script("Evaluation.py", "--model_dir", model_dir,
                                        "--data_dir", data_dir, "--json").stdout)
     assert evaluation["step"] == 3  # 96 images / 16 per step x 0.5 epochs

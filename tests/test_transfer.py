@@ -74,6 +74,7 @@ def test_fine_tuning_from_slim_checkpoint_with_another_class_count(colour_data, 
                                                                    tmp_path):
     result = run_script("train.py", "--data_dir", colour_data[1], "--model_dir",
                         str(tmp_path / "models"), "--model", "layer_50", "--shortcut", "B",
+                        "--stem", "imagenet",  # slim's resnet_v1 (32 px alone picks small)
                         "--image_size", "32", "--batch_size", "16", "--epochs", "1",
                         "--init_checkpoint", slim_checkpoint[0])
     assert "finished" in result.stdout
