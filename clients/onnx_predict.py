@@ -32,7 +32,7 @@ weights are 91 MB): ONNX Runtime's full graph optimisations re-lay the conv
 weights out for its fastest kernels (NCHWc), and it makes the new copy while
 the old one is still loaded; what it then frees, glibc's malloc keeps (its
 mmap threshold has climbed past the weights' sizes). A plain session of this
-model peaks at about 300 MB for single images and 850 MB for a batch of 32.
+model peaks at about 300 MB for single images and 750-850 MB for a batch of 32.
 The client loads it in three steps instead:
   1. ONNX Runtime writes the model again, unoptimised, with its weights in a
      file of their own, into a temporary folder (tempfile's: on a tmpfs it
@@ -101,8 +101,8 @@ def image_pixels(path, image_size, max_side=None):
 
 # Images per ONNX Runtime run: a batch's activations grow with it (peak RSS
 # for a batch of 32 of layer_50 at 224 px: about 280 MB in runs of 8, 600 MB
-# in one run), and runs of 8 were no slower per image on a 2-core CPU
-# (bench/onnx_options.py).
+# in one run), and runs of 8 were no slower per image than one run on an
+# idle 2-core CPU (bench/onnx_options.py).
 RUN_IMAGES = 8
 
 PROVIDERS = ["CPUExecutionProvider"]
