@@ -5,7 +5,7 @@ the start-up cost of `python useModel.py one.jpg`, and the serving runtimes
     python bench/predict_speed.py [--num_images 1000] [--batch_size 32] [--chunks 4]
                                   [--startup_runs 3] [--workdir /tmp/bench-predict]
                                   [--sections throughput,startup,runtimes]
-                                  [--rounds 2] [--single_runs 20] [--batch_runs 5]
+                                  [--rounds 8] [--single_runs 4] [--batch_runs 4]
                                   [--precision auto|fp32|bf16|fp16]
 
 About 5 minutes on a 2-core CPU for the first two sections (ResNet-50 at 224
@@ -47,13 +47,19 @@ way as the floor every TensorFlow program pays.
 Runtimes: the layer_50 model above, exported once by `useModel.py --export
 --export_tflite --export_onnx`; each of useModel.Classifier (TensorFlow), the
 SavedModel (tf.saved_model.load, the file bytes to serving_default), the
-TFLite model in LiteRT and the ONNX model in clients/onnx_predict.py (ONNX
-Runtime, no TensorFlow) runs in a fresh process of its own
-(bench/serving_worker.py): from image files to probabilities, the median
-latency of one image and of a --batch_size batch, images/s of the batches,
-and the process's peak RSS after the single images and after the batches.
---rounds rounds, the order reversed in every other, so load changes hit all
-alike; the median of the rounds is printed.
+TFLite model in LiteRT, the ONNX model in clients/onnx_predict.py (ONNX
+Runtime, no TensorFlow; with one thread per core, and with --threads 1) and
+the same client with a plain ONNX Runtime session (as it was before its
+memory work) runs in a process of its own
+(bench/serving_worker.py --serve), started one after the other; then they
+take turns, from image files to probabilities: --rounds rounds in which each
+runs --single_runs single images, the order reversed in every other round,
+so that a change in the machine's load hits all alike; the peak RSS of each
+after them; a batch each to warm up, --batch_runs rounds of one --batch_size
+batch each, the peak RSS after them; then, for LiteRT and ONNX, the same
+rounds on pixels prepared beforehand ("model only"). Printed: the medians,
+each runtime's time and peak RSS as a ratio to the Classifier's, and the
+load average over the section.
 """
 import argparse
 import json
@@ -222,19 +228,22 @@ def time_process(command, runs):
     return statistics.median(answered), statistics.median(exited), line.strip()
 
 
-RUNTIMES = ("classifier", "saved_model", "litert", "onnx")
+RUNTIMES = ("classifier", "saved_model", "litert", "onnx", "onnx_1thread", "onnx_plain")
 RUNTIME_NAMES = {"classifier": "useModel.Classifier (TensorFlow)",
                  "saved_model": "SavedModel (tf.saved_model.load)",
                  "litert": "TFLite in LiteRT (ai_edge_litert)",
-                 "onnx": "clients/onnx_predict.py (ONNX Runtime)"}
+                 "onnx": "clients/onnx_predict.py (ONNX Runtime)",
+                 "onnx_1thread": "clients/onnx_predict.py --threads 1",
+                 "onnx_plain": "clients/onnx_predict.py, plain ONNX Runtime session"}
 
 
 def exports(model_dir, folder):
-    """{runtime: model path} for the four runtimes; exported once, then cached."""
+    """{runtime: model path} for each runtime; the three exports made once, then cached."""
     models = {"classifier": model_dir,
               "saved_model": os.path.join(folder, "saved_model", "1"),
               "litert": os.path.join(folder, "model.tflite"),
               "onnx": os.path.join(folder, "model.onnx")}
+    models["onnx_1thread"] = models["onnx_plain"] = models["onnx"]
     if not all(os.path.exists(path) for path in models.values()):
         shutil.rmtree(folder, ignore_errors=True)
         start = time.perf_counter()
@@ -247,51 +256,89 @@ def exports(model_dir, folder):
 
 
 def runtimes(args, paths):
-    """Each runtime in its own process, --rounds times: {runtime: [results]}."""
+    """The runtimes' workers taking turns: {runtime: {"single_s": [...],
+    "batch_s": [...], "single_model_s", "batch_model_s", "peak_rss_single_mb",
+    "peak_rss_mb", "load_s", "tensorflow_imported"}}, and the load averages seen."""
     model_dir = write_model_dir(os.path.join(args.workdir, "layer_50-224"), "layer_50", SIZE, 1000)
     models = exports(model_dir, os.path.join(args.workdir, "layer_50-224-exports"))
     image_list = os.path.join(args.workdir, "runtime-images.txt")
     with open(image_list, "w", encoding="utf-8") as f:
         f.writelines(f"{path}\n" for path in paths)
-    results = {name: [] for name in RUNTIMES}
-    for round_index in range(args.rounds):
-        order = RUNTIMES if round_index % 2 == 0 else RUNTIMES[::-1]
-        for name in order:
-            output = subprocess.run(
+    workers = {}
+    try:
+        for name in RUNTIMES:  # one at a time: no load overlaps another's
+            workers[name] = subprocess.Popen(
                 [sys.executable, os.path.join(HERE, "serving_worker.py"), name, models[name],
-                 image_list, "--single_runs", str(args.single_runs), "--batch_size",
-                 str(args.batch_size), "--batch_runs", str(args.batch_runs)],
-                check=True, capture_output=True, text=True).stdout
-            result = json.loads(output.strip().splitlines()[-1])
-            results[name].append(result)
-            print(f"round {round_index + 1}/{args.rounds} {name}: "
-                  f"1 image {result['single_s'] * 1e3:.0f} ms, batch {args.batch_size} "
-                  f"{result['batch_s']:.2f} s, peak RSS {result['peak_rss_single_mb']:.0f} MB "
-                  f"(1 image), {result['peak_rss_mb']:.0f} MB (batch)")
-    return results
+                 image_list, "--batch_size", str(args.batch_size), "--serve"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            ready = json.loads(workers[name].stdout.readline())
+            print(f"{name}: loaded in {ready['load_s']:.1f} s")
+        return take_turns(workers, args)
+    finally:
+        for worker in workers.values():
+            worker.stdin.close()
+            worker.wait()
 
 
-def print_runtimes(results, batch_size):
+def take_turns(workers, args):
+    def ask(name, command):
+        workers[name].stdin.write(command + "\n")
+        workers[name].stdin.flush()
+        line = workers[name].stdout.readline()
+        if not line:
+            raise SystemExit(f"bench/serving_worker.py {name} stopped")
+        return json.loads(line)
+
+    results = {name: {"single_s": [], "batch_s": [], "single_model_s": [],
+                      "batch_model_s": []} for name in workers}
+    loads = [os.getloadavg()[0]]
+
+    def rounds(count, key, command):
+        for round_index in range(count):
+            order = list(workers) if round_index % 2 == 0 else list(workers)[::-1]
+            for name in order:
+                results[name][key] += ask(name, command)["seconds"]
+            loads.append(os.getloadavg()[0])
+
+    rounds(args.rounds, "single_s", f"singles {args.single_runs}")
+    for name in workers:
+        results[name]["peak_rss_single_mb"] = ask(name, "peak")["peak_rss_mb"]
+        ask(name, "batch")  # warm-up
+    rounds(args.batch_runs, "batch_s", "batch")
+    for name in workers:
+        peak = ask(name, "peak")
+        results[name].update(peak_rss_mb=peak["peak_rss_mb"],
+                             tensorflow_imported=peak["tensorflow_imported"])
+    rounds(args.rounds, "single_model_s", f"model_singles {args.single_runs}")
+    rounds(args.batch_runs, "batch_model_s", "model_batch")
+    return results, loads
+
+
+def print_runtimes(results, loads, batch_size):
     def median(name, key):
-        values = [r[key] for r in results[name] if key in r]
+        values = results[name][key]
         return statistics.median(values) if values else None
-    reference = {key: median("classifier", key) for key in ("peak_rss_single_mb", "peak_rss_mb")}
+    reference = results["classifier"]
+    print(f"load average over the section: {min(loads):.1f}-{max(loads):.1f}")
     print(f"| runtime | 1 image (ms) | batch of {batch_size} (ms) | images/s (batch) | "
-          f"model only: 1 image / batch (ms) | peak RSS, 1 image / batch (MB) | "
-          f"RSS / Classifier's, 1 image / batch | imports TensorFlow |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
-    for name in RUNTIMES:
+          f"model only: 1 image / batch (ms) | time / Classifier's, 1 image / batch | "
+          f"peak RSS, 1 image / batch (MB) | RSS / Classifier's, 1 image / batch | "
+          f"imports TensorFlow |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for name in results:
         single, batch = median(name, "single_s"), median(name, "batch_s")
-        rss = {key: median(name, key) for key in reference}
         model_single, model_batch = median(name, "single_model_s"), median(name, "batch_model_s")
         model_only = (f"{model_single * 1e3:.0f} / {model_batch * 1e3:.0f}"
                       if model_single is not None else "-")
-        imports = "yes" if any(r["tensorflow_imported"] for r in results[name]) else "no"
+        rss_single, rss_batch = results[name]["peak_rss_single_mb"], results[name]["peak_rss_mb"]
+        imports = "yes" if results[name]["tensorflow_imported"] else "no"
         print(f"| {RUNTIME_NAMES[name]} | {single * 1e3:.0f} | {batch * 1e3:.0f} | "
               f"{batch_size / batch:.1f} | {model_only} | "
-              f"{rss['peak_rss_single_mb']:.0f} / {rss['peak_rss_mb']:.0f} | "
-              f"{rss['peak_rss_single_mb'] / reference['peak_rss_single_mb']:.2f} / "
-              f"{rss['peak_rss_mb'] / reference['peak_rss_mb']:.2f} | {imports} |")
+              f"{single / median('classifier', 'single_s'):.2f} / "
+              f"{batch / median('classifier', 'batch_s'):.2f} | "
+              f"{rss_single:.0f} / {rss_batch:.0f} | "
+              f"{rss_single / reference['peak_rss_single_mb']:.2f} / "
+              f"{rss_batch / reference['peak_rss_mb']:.2f} | {imports} |")
 
 
 def main():
@@ -305,11 +352,12 @@ def main():
                         help="cache of the images, the model folders and the exports")
     parser.add_argument("--sections", default="throughput,startup,runtimes",
                         help="which to run, comma-separated (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=2, help="runtimes: rounds of the four")
-    parser.add_argument("--single_runs", type=int, default=20,
-                        help="runtimes: single images timed per round")
-    parser.add_argument("--batch_runs", type=int, default=5,
-                        help="runtimes: batches timed per round")
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="runtimes: rounds of single images, the runtimes taking turns")
+    parser.add_argument("--single_runs", type=int, default=4,
+                        help="runtimes: single images each runtime runs in its turn")
+    parser.add_argument("--batch_runs", type=int, default=4,
+                        help="runtimes: rounds of one batch each")
     parser.add_argument("--precision", default="auto",
                         help="ours (and Keras' policy) in this precision (default: auto)")
     args = parser.parse_args()
@@ -350,10 +398,11 @@ def main():
 
     if "runtimes" in sections:
         print(f"\n3. serving runtimes (layer_50, {SIZE} px, 1000 classes), each in its own "
-              f"process: files -> probabilities, medians of {args.rounds} round(s) of "
-              f"{args.single_runs} single images and {args.batch_runs} batches")
-        results = runtimes(args, paths)
-        print_runtimes(results, args.batch_size)
+              f"process, taking turns: files -> probabilities, medians of {args.rounds} "
+              f"rounds of {args.single_runs} single images each and {args.batch_runs} "
+              f"rounds of one batch of {args.batch_size}")
+        results, loads = runtimes(args, paths)
+        print_runtimes(results, loads, args.batch_size)
         models = exports(os.path.join(args.workdir, "layer_50-224"),
                          os.path.join(args.workdir, "layer_50-224-exports"))
         answers = {}

@@ -4,6 +4,7 @@ is that runtime's alone).
 
     python bench/serving_worker.py RUNTIME MODEL IMAGE_LIST [--single_runs 20]
                                    [--batch_size 32] [--batch_runs 5] [--threads N]
+                                   [--serve]
 
 RUNTIME and MODEL:
   classifier   a model folder: useModel.Classifier(MODEL).predict(paths)
@@ -13,16 +14,32 @@ RUNTIME and MODEL:
                pixels from clients/onnx_predict.image_pixels
   onnx         a .onnx of --export_onnx: clients/onnx_predict.OnnxClassifier
                (MODEL).predict(paths), in ONNX Runtime
+  onnx_1thread the same with one ONNX Runtime thread (--threads ignored)
+  onnx_plain   the same client with a plain ONNX Runtime session, as it was
+               before its memory work (issue 16): the model file loaded as it
+               is, no memory arena, memory patterns, a whole batch in one run,
+               glibc's malloc left alone (PlainOnnxClassifier)
 IMAGE_LIST: a text file of image paths, one per line.
 
 Every latency runs from image files to probabilities (reading, decoding,
-resizing included): what a back-end pays per request. For litert and onnx
-"model only" is also timed: the runtime on pixels prepared beforehand.
-Three single images to warm up, then --single_runs single images (each a
-different file); the process's peak RSS then (VmHWM: imports, model,
+resizing included): what a back-end pays per request. For litert and the
+onnx runtimes "model only" is also timed: the runtime on pixels prepared
+beforehand. Three single images to warm up, then --single_runs single images
+(each a different file); the process's peak RSS then (VmHWM: imports, model,
 single images); a batch to warm up, then --batch_runs batches, and the peak
-RSS after them. Medians and peaks are printed as one JSON line, with whether
-TensorFlow was imported: only classifier and saved_model import it.
+RSS after them; then the model-only runs. Medians and peaks are printed as
+one JSON line, with whether TensorFlow was imported: only classifier and
+saved_model import it.
+
+--serve: the same, in turns with other workers (bench/predict_speed.py). After
+the model is loaded and three single images have warmed it up, one JSON line
+{"ready": true, "load_s"}; then one JSON line in answer to each line read:
+  singles K      K single images, the next files of the list (cyclically):
+                 {"seconds": [...]}
+  batch          one batch of --batch_size, the next files: {"seconds": [s]}
+  model_singles K, model_batch   the same on pixels prepared beforehand (not
+                 timed); {"seconds": []} for runtimes without a model-only run
+  peak           {"peak_rss_mb", "tensorflow_imported"}
 """
 import argparse
 import json
@@ -84,10 +101,10 @@ def load_litert(model, args):
     return lambda paths: on_pixels(prepare(paths)), (prepare, on_pixels)
 
 
-def load_onnx(model, args):
+def load_onnx(model, args, plain=False, threads=None):
     import onnx_predict
-    classifier = onnx_predict.OnnxClassifier(model, batch_size=args.batch_size,
-                                             threads=args.threads)
+    kind = plain_onnx_classifier(onnx_predict) if plain else onnx_predict.OnnxClassifier
+    classifier = kind(model, batch_size=args.batch_size, threads=threads or args.threads)
 
     prepare = lambda paths: np.stack([onnx_predict.image_pixels(p, classifier.image_size,
                                                                 classifier.max_side)
@@ -95,8 +112,27 @@ def load_onnx(model, args):
     return classifier.predict, (prepare, classifier.probabilities)
 
 
+def plain_onnx_classifier(onnx_predict):
+    class PlainOnnxClassifier(onnx_predict.OnnxClassifier):
+        """clients/onnx_predict.py with the session it had before its memory
+        work: full graph optimisations on the model file as it is, no memory
+        arena, memory patterns, a whole batch in one run, and glibc's malloc
+        left alone. (Its images are filled into the batch in place, as the
+        client's now are.)"""
+        run_images = None
+
+        def _load_session(self, onnxruntime, model_path, options):
+            options.enable_cpu_mem_arena = False
+            options.enable_mem_pattern = True
+            return onnxruntime.InferenceSession(model_path, options,
+                                                providers=onnx_predict.PROVIDERS)
+    return PlainOnnxClassifier
+
+
 LOADERS = {"classifier": load_classifier, "saved_model": load_saved_model,
-           "litert": load_litert, "onnx": load_onnx}
+           "litert": load_litert, "onnx": load_onnx,
+           "onnx_1thread": lambda model, args: load_onnx(model, args, threads=1),
+           "onnx_plain": lambda model, args: load_onnx(model, args, plain=True)}
 
 
 def peak_rss_mb():
@@ -111,12 +147,54 @@ def peak_rss_mb():
 
 
 def median_seconds(function, inputs):
+    """The median time of function(item) over inputs (an iterable: items
+    made one at a time are not timed)."""
     times = []
     for item in inputs:
         start = time.perf_counter()
         function(item)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def serve(run, model_only, paths, args, result):
+    """--serve: answers the commands read from stdin, one JSON line each."""
+    position = [3]  # the three warm-up images come first
+
+    def take(count):
+        start = position[0]
+        position[0] += count
+        return [paths[(start + i) % len(paths)] for i in range(count)]
+
+    def seconds(function, inputs):
+        times = []
+        for item in inputs:
+            start = time.perf_counter()
+            function(item)
+            times.append(time.perf_counter() - start)
+        return times
+
+    print(json.dumps(dict(result, ready=True)), flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if command[0] == "singles":
+            answer = {"seconds": seconds(run, [[p] for p in take(int(command[1]))])}
+        elif command[0] == "batch":
+            answer = {"seconds": seconds(run, [take(args.batch_size)])}
+        elif command[0] in ("model_singles", "model_batch"):
+            if model_only is None:
+                answer = {"seconds": []}
+            else:
+                prepare, on_pixels = model_only
+                inputs = ([[p] for p in take(int(command[1]))] if command[0] == "model_singles"
+                          else [take(args.batch_size)])
+                answer = {"seconds": seconds(on_pixels, map(prepare, inputs))}
+        elif command[0] == "peak":
+            answer = {"peak_rss_mb": peak_rss_mb(),
+                      "tensorflow_imported": "tensorflow" in sys.modules}
+        else:
+            raise SystemExit(f"unknown command {line.strip()!r}")
+        print(json.dumps(answer), flush=True)
 
 
 def main():
@@ -130,15 +208,22 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="LiteRT's and ONNX Runtime's threads (default: every core, "
                              "as TensorFlow uses)")
+    parser.add_argument("--serve", action="store_true",
+                        help="take commands on stdin (bench/predict_speed.py's turns)")
     args = parser.parse_args()
     with open(args.image_list, encoding="utf-8") as f:
         paths = [line.strip() for line in f if line.strip()]
-    needed = args.batch_size * args.batch_runs + args.single_runs + 3
+    needed = args.batch_size if args.serve else \
+        args.batch_size * args.batch_runs + args.single_runs + 3
     if len(paths) < needed:
         raise SystemExit(f"{args.image_list} lists {len(paths)} images; {needed} needed")
     start = time.perf_counter()
     run, model_only = LOADERS[args.runtime](args.model, args)
     result = {"runtime": args.runtime, "load_s": time.perf_counter() - start}
+    if args.serve:
+        for path in paths[:3]:  # warm-up
+            run([path])
+        return serve(run, model_only, paths, args, result)
     singles = [[p] for p in paths[3:3 + args.single_runs]]
     rest = paths[3 + args.single_runs:]
     batches = [rest[i * args.batch_size:(i + 1) * args.batch_size]
@@ -151,11 +236,11 @@ def main():
     result["peak_rss_single_mb"] = peak_rss_mb()
     run(paths[:args.batch_size])
     result["batch_s"] = median_seconds(run, batches)
-    if model_only:
-        prepare, on_pixels = model_only
-        result["single_model_s"] = median_seconds(on_pixels, [prepare(p) for p in singles])
-        result["batch_model_s"] = median_seconds(on_pixels, [prepare(b) for b in batches])
     result["peak_rss_mb"] = peak_rss_mb()
+    if model_only:  # after the peak: the bench's own copies of the pixels are not the runtime's
+        prepare, on_pixels = model_only
+        result["single_model_s"] = median_seconds(on_pixels, map(prepare, singles))
+        result["batch_model_s"] = median_seconds(on_pixels, map(prepare, batches))
     result["tensorflow_imported"] = "tensorflow" in sys.modules
     print(json.dumps(result))
 

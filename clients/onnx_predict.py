@@ -27,6 +27,33 @@ From Python (load once, classify many):
     for result in classifier.predict(["a.jpg", "b.png"], top_k=3):
         print(result["path"], result.get("label"), result.get("error"))
 
+Memory (bench/onnx_options.py measures each step; layer_50 at 224 px, whose
+weights are 91 MB): ONNX Runtime's full graph optimisations re-lay the conv
+weights out for its fastest kernels (NCHWc), and it makes the new copy while
+the old one is still loaded; what it then frees, glibc's malloc keeps (its
+mmap threshold has climbed past the weights' sizes). A plain session of this
+model peaks at about 300 MB for single images and 750-850 MB for a batch of 32.
+The client loads it in three steps instead:
+  1. ONNX Runtime writes the model again, unoptimised, with its weights in a
+     file of their own, into a temporary folder (tempfile's: on a tmpfs it
+     takes memory while the model loads); the full session is made from that
+     copy, which it maps instead of reading, so the weights are not held
+     twice while they are re-laid out. The folder is removed once the
+     session holds what it needs (POSIX only: elsewhere the model is loaded
+     as it is).
+  2. On Linux with glibc, malloc's mmap threshold is held at 128 KiB while
+     the model loads, so that every block freed then goes back to the
+     system, and set to 32 MiB (the top of glibc's own adjustment) with a
+     64 MiB trim threshold afterwards, so that the work buffers of runs and
+     of the image decoding are reused rather than mapped and zeroed again
+     each time. This is process-wide, and glibc no longer moves the
+     threshold itself afterwards; malloc is left alone where the process was
+     started with MALLOC_MMAP_THRESHOLD_ or glibc.malloc tunables.
+  3. Runs use ONNX Runtime's memory arena without memory patterns (buffers
+     reused, no page faults per run) and take at most 8 images at a time:
+     a batch's activations grow with the number of images in one run.
+Together: about 170 MB for single images and 280 MB for batches of 32.
+
 Why imagefile.py is imported and not copied in: it is the one definition of
 how a file becomes the network's input, shared with training, evaluation and
 useModel.py and tested against them; a copy here would drift from it. The
@@ -36,9 +63,11 @@ repository, copy clients/onnx_predict.py and imagefile.py into one folder
 first, then in the folder above (the repository's layout).
 """
 import argparse
+import ctypes
 import json
 import os
 import sys
+import tempfile
 
 import numpy as np
 
@@ -70,15 +99,24 @@ def image_pixels(path, image_size, max_side=None):
     return imagefile.eval_pixels(jpeg, image_size)
 
 
+# Images per ONNX Runtime run: a batch's activations grow with it (peak RSS
+# for a batch of 32 of layer_50 at 224 px: about 280 MB in runs of 8, 600 MB
+# in one run), and runs of 8 were no slower per image than one run on an
+# idle 2-core CPU (bench/onnx_options.py).
+RUN_IMAGES = 8
+
+PROVIDERS = ["CPUExecutionProvider"]
+
+
 class OnnxClassifier:
     """An exported ONNX model loaded once: predict() classifies lists of files."""
 
-    def __init__(self, model_path, batch_size=32, threads=None, low_memory=False):
+    run_images = RUN_IMAGES  # None: a whole batch in one run
+
+    def __init__(self, model_path, batch_size=32, threads=None):
         """threads: ONNX Runtime's threads for one run (default: one per core).
-        low_memory: only ONNX Runtime's basic graph optimisations. The full
-        set re-lays the conv weights out for its fastest kernels, a second
-        copy of them: for layer_50 at 224 px, peak RSS about 190 MB instead
-        of 300 MB, at about 1.2x the time per image (bench/onnx_options.py)."""
+        How the model is loaded to keep the process small: the module's
+        docstring, "Memory"."""
         try:
             import onnxruntime
         except ImportError:
@@ -93,16 +131,12 @@ class OnnxClassifier:
         # shares its cores with its other work, and on a busy 2-core machine
         # spinning made single images 1.5x slower (bench/predict_speed.py).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # No memory arena: batches' activations go back to the system instead
-        # of staying reserved (peak RSS at a batch of 32 at 224 px: -200 MB,
-        # no slower).
-        options.enable_cpu_mem_arena = False
-        if low_memory:
-            options.graph_optimization_level = \
-                onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        # The arena keeps the runs' buffers for the next run; memory patterns
+        # would add one block per input shape on top of them.
+        options.enable_cpu_mem_arena = True
+        options.enable_mem_pattern = False
         try:
-            self._session = onnxruntime.InferenceSession(
-                model_path, options, providers=["CPUExecutionProvider"])
+            self._session = self._load_session(onnxruntime, model_path, options)
         except Exception as error:  # onnxruntime's own exception types are not public
             raise ModelError(f"{model_path}: not an ONNX model onnxruntime can load "
                              f"({str(error).splitlines()[0][:200]})")
@@ -119,28 +153,96 @@ class OnnxClassifier:
                              f"class names, the model {num_classes} outputs: export again")
         self.batch_size = batch_size
 
+    def _load_session(self, onnxruntime, model_path, options):
+        return load_session(onnxruntime, model_path, options)
+
     def probabilities(self, pixels):
-        """[N, num_classes] for pixels [N, size, size, 3] from image_pixels."""
-        return self._session.run(None, {self._input_name: pixels})[0]
+        """[N, num_classes] for pixels [N, size, size, 3] from image_pixels,
+        computed run_images at a time."""
+        step = self.run_images or len(pixels)
+        if len(pixels) <= step:
+            return self._session.run(None, {self._input_name: pixels})[0]
+        return np.concatenate([
+            self._session.run(None, {self._input_name: pixels[start:start + step]})[0]
+            for start in range(0, len(pixels), step)])
 
     def predict(self, paths, top_k=3, threshold=None):
         """As useModel.Classifier.predict: one dict per path, {"path",
         "predictions": [{"label", "probability"}], "label"} or {"path", "error"}."""
         results = [{"path": path} for path in paths]
         for start in range(0, len(paths), self.batch_size):
-            batch, pixels = [], []
-            for result in results[start:start + self.batch_size]:
+            step = results[start:start + self.batch_size]
+            # Filled in place: a list of images stacked afterwards would hold them twice.
+            pixels = np.empty((len(step), self.image_size, self.image_size, 3), np.float32)
+            batch = []
+            for result in step:
                 try:
-                    pixels.append(image_pixels(result["path"], self.image_size,
-                                               self.max_side))
+                    pixels[len(batch)] = image_pixels(result["path"], self.image_size,
+                                                      self.max_side)
                     batch.append(result)
                 except imagefile.BadImage as error:
                     result["error"] = str(error)
-            if not pixels:
+            if not batch:
                 continue
-            for result, row in zip(batch, self.probabilities(np.stack(pixels))):
+            for result, row in zip(batch, self.probabilities(pixels[:len(batch)])):
                 result.update(imagefile.rank(row, self.labels, top_k, threshold))
         return results
+
+
+def load_session(onnxruntime, model_path, options):
+    """An InferenceSession of model_path with options, loaded as the module's
+    docstring says ("Memory"); raises onnxruntime's error for a model it
+    cannot load."""
+    mallopt = _glibc_mallopt()
+    if mallopt:
+        mallopt(_M_MMAP_THRESHOLD, 128 << 10)
+    try:
+        if os.name == "posix":  # elsewhere a mapped file cannot be deleted
+            try:
+                return _session_from_resaved_copy(onnxruntime, model_path, options)
+            except Exception:  # a temporary folder ONNX Runtime cannot write in, or a bad
+                pass           # model, which the plain load below reports
+        return onnxruntime.InferenceSession(model_path, options, providers=PROVIDERS)
+    finally:
+        if mallopt:
+            mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+            mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+
+
+def _session_from_resaved_copy(onnxruntime, model_path, options):
+    """The session made from a copy of the model with its weights in a file
+    of their own (which ONNX Runtime maps), written by ONNX Runtime into a
+    temporary folder and removed once the session is made."""
+    with tempfile.TemporaryDirectory(prefix="onnx_predict-") as folder:
+        copy = os.path.join(folder, "model.onnx")
+        staging = onnxruntime.SessionOptions()
+        staging.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+        staging.enable_cpu_mem_arena = False
+        staging.optimized_model_filepath = copy
+        staging.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", "weights")
+        staging.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+        onnxruntime.InferenceSession(model_path, staging, providers=PROVIDERS)
+        return onnxruntime.InferenceSession(copy, options, providers=PROVIDERS)
+
+
+# glibc's malloc.h
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def _glibc_mallopt():
+    """glibc's mallopt, or None: not glibc (macOS, Windows, musl), or the
+    process was started with its own malloc settings, which win."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or \
+            "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # glibc's alone
+        return libc.mallopt
+    except (OSError, AttributeError):
+        return None
 
 
 def _read_labels(path):
@@ -183,13 +285,10 @@ def main():
                         help="(default: %(default)s)")
     parser.add_argument("--threads", type=_positive_int, default=None,
                         help="ONNX Runtime's threads (default: one per core)")
-    parser.add_argument("--low_memory", action="store_true",
-                        help="basic graph optimisations only: about 0.6x the memory, "
-                             "1.2x the time per image")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
     try:
-        classifier = OnnxClassifier(args.model, args.batch_size, args.threads, args.low_memory)
+        classifier = OnnxClassifier(args.model, args.batch_size, args.threads)
     except ModelError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -225,7 +226,7 @@ def test_tflite_model_runs_in_litert_and_agrees(exported, sample_images, trained
     assert (probabilities.argmax(1) == reference.argmax(1)).all()
 
 
-def test_onnx_model_contract(exported, trained_model):
+def test_onnx_model_contract(exported, trained_model, tmp_path, monkeypatch):
     """Pixels in, probabilities out, batch size free, the labels beside it."""
     import onnx
     import onnxruntime
@@ -252,9 +253,24 @@ def test_onnx_model_contract(exported, trained_model):
     np.testing.assert_allclose(batch.sum(1), 1, atol=1e-5)
     np.testing.assert_allclose(session.run(None, {"pixels": pixels[2:3]})[0], batch[2:3],
                                atol=1e-6)
-    # The client's low-memory session (basic optimisations only) computes the same.
-    low_memory = onnx_predict.OnnxClassifier(exported["onnx"], low_memory=True)
-    np.testing.assert_allclose(low_memory.probabilities(pixels), batch, atol=1e-5)
+    # The client's session (loaded from a re-saved copy with the weights in a
+    # file of their own, in the temporary folder, removed afterwards; runs of
+    # RUN_IMAGES) computes the same, and leaves nothing behind.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    resaved = []
+    load_copy = onnx_predict._session_from_resaved_copy
+    monkeypatch.setattr(onnx_predict, "_session_from_resaved_copy",
+                        lambda *args: resaved.append(load_copy(*args)) or resaved[-1])
+    client = onnx_predict.OnnxClassifier(exported["onnx"])
+    assert resaved == [client._session] and os.listdir(tmp_path) == []
+    assert sorted(os.listdir(os.path.dirname(exported["onnx"]))) == [
+        "model.labels.txt", "model.onnx"]
+    assert (client.image_size, client.max_side, client.labels) == (size, None, labels)
+    assert client.checkpoint == metadata["checkpoint"]
+    more = np.random.default_rng(1).uniform(
+        0, 255, (onnx_predict.RUN_IMAGES + 3, size, size, 3)).astype(np.float32)
+    np.testing.assert_allclose(client.probabilities(more),
+                               session.run(None, {"pixels": more})[0], atol=1e-5)
 
 
 # Runs a script with every import of TensorFlow (and of the packages that only
