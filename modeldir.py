@@ -135,10 +135,8 @@ def write_manifest(model_dir, manifest, labels):
     """Writes model.json (atomically) and labels.txt into model_dir."""
     try:
         os.makedirs(model_dir, exist_ok=True)
-        tmp = os.path.join(model_dir, MANIFEST_FILE + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1, ensure_ascii=False)
-        os.replace(tmp, os.path.join(model_dir, MANIFEST_FILE))
+        _replace_json(os.path.join(model_dir, MANIFEST_FILE), manifest, indent=1,
+                      ensure_ascii=False)
         FlowIO.write_labels(model_dir, labels)
     except OSError as error:
         raise UserError(f"cannot write to --model_dir {model_dir} ({reason(error)}): free some "
@@ -505,12 +503,18 @@ def _read_json(path, default):
                         f"writes it again at its next validation")
 
 
+def _replace_json(path, record, **dump_options):
+    """Writes record to path atomically (a kill never leaves half a file);
+    raises OSError."""
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(record, f, **dump_options)
+    os.replace(path + ".tmp", path)
+
+
 def _write_json(path, record):
-    """Writes record to path atomically: a kill never leaves half a file."""
+    """_replace_json for train.py's bookkeeping files, failing in one line."""
     try:
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(record, f)
-        os.replace(path + ".tmp", path)
+        _replace_json(path, record)
     except OSError as error:
         raise UserError(f"cannot write {path} ({reason(error)}): free some space or fix "
                         f"its permissions, then run train.py again to resume")

@@ -285,42 +285,44 @@ def resolve_config(args, info, model_dir):
     its manifest's: its checkpoints were trained with them.
     """
     weights = pretrained.release(args.model) if args.pretrained else None
-    config = {"model": args.model or DEFAULT_MODEL,
-              "shortcut": args.shortcut or "A",
-              "image_size": args.image_size or default_image_size(info),
-              "labels": info["classes"],
-              "pretrained": weights,
-              "preprocessing": dict(pretrained.NORMALIZATION if weights else
-                                    {"mean_rgb": FlowIO.MEAN_RGB, "std_rgb": FlowIO.STD_RGB})}
-    config["stem"] = args.stem or default_stem(config["image_size"])
+    resuming = bool(modeldir.list_checkpoints(model_dir))
+    if not resuming:
+        config = {"model": args.model or DEFAULT_MODEL,
+                  "shortcut": args.shortcut or "A",
+                  "image_size": args.image_size or default_image_size(info),
+                  "labels": info["classes"],
+                  "pretrained": weights,
+                  "preprocessing": dict(pretrained.NORMALIZATION if weights else
+                                        {"mean_rgb": FlowIO.MEAN_RGB, "std_rgb": FlowIO.STD_RGB})}
+        config["stem"] = args.stem or default_stem(config["image_size"])
+    else:
+        manifest = modeldir.load_manifest(model_dir)
+        # What the model was trained with (older manifests lack the newer keys).
+        stored = dict(manifest, shortcut=manifest.get("shortcut", "A"),
+                      stem=manifest.get("stem", "imagenet"), pretrained=manifest.get("pretrained"))
+        config = {"model": args.model or stored["model"],
+                  "shortcut": args.shortcut or stored["shortcut"],
+                  "stem": args.stem or stored["stem"],
+                  "image_size": args.image_size or stored["image_size"],
+                  "labels": info["classes"],
+                  "pretrained": weights or stored["pretrained"],
+                  "preprocessing": stored["preprocessing"]}
+        for key, flag in (("labels", "the class list"), ("model", "--model"),
+                          ("shortcut", "--shortcut"), ("stem", "--stem"),
+                          ("image_size", "--image_size"), ("pretrained", "--pretrained")):
+            if config[key] != stored[key]:
+                was, now = stored[key], config[key]
+                if key == "labels":
+                    was, now = f"{len(was)} classes {was}", f"{len(now)} classes {now}"
+                if key == "pretrained":
+                    was = was or "off (not started from TF-slim's weights)"
+                raise UserError(
+                    f"{model_dir} holds a model trained with {flag} = {was}, but this run has "
+                    f"{now}. Either train into a new --model_dir, or start a new --model_dir "
+                    f"from those weights with --init_checkpoint (fine-tuning).")
+    # The augmentation may change when resuming: it is not part of the network.
     config["augmentation"] = _augmentation(args, info, config["image_size"])
-    if not modeldir.list_checkpoints(model_dir):
-        return config, False
-    manifest = modeldir.load_manifest(model_dir)
-    config = {"model": args.model or manifest["model"],
-              "shortcut": args.shortcut or manifest.get("shortcut", "A"),
-              "stem": args.stem or manifest.get("stem", "imagenet"),
-              "image_size": args.image_size or manifest["image_size"],
-              "labels": info["classes"],
-              "pretrained": weights or manifest.get("pretrained"),
-              "preprocessing": manifest["preprocessing"]}
-    config["augmentation"] = _augmentation(args, info, config["image_size"])
-    stored = dict(manifest, shortcut=manifest.get("shortcut", "A"),
-                  stem=manifest.get("stem", "imagenet"), pretrained=manifest.get("pretrained"))
-    for key, flag in (("labels", "the class list"), ("model", "--model"),
-                      ("shortcut", "--shortcut"), ("stem", "--stem"),
-                      ("image_size", "--image_size"), ("pretrained", "--pretrained")):
-        if config[key] != stored[key]:
-            was, now = stored[key], config[key]
-            if key == "labels":
-                was, now = f"{len(was)} classes {was}", f"{len(now)} classes {now}"
-            if key == "pretrained":
-                was = was or "off (not started from TF-slim's weights)"
-            raise UserError(
-                f"{model_dir} holds a model trained with {flag} = {was}, but this run has "
-                f"{now}. Either train into a new --model_dir, or start a new --model_dir "
-                f"from those weights with --init_checkpoint (fine-tuning).")
-    return config, True
+    return config, resuming
 
 
 def _augmentation(args, info, image_size):
