@@ -184,6 +184,7 @@ def top1(results):
     return [r["predictions"][0]["label"] for r in results]
 
 
+@pytest.mark.slow
 @needs_bf16
 def test_bf16_prediction_gives_fp32s_answers(trained_model, images, tmp_path):
     answers = {}

@@ -467,6 +467,7 @@ def network_on(model_dir, inputs):
         return session.run(tf.nn.softmax(modeldir.import_network(network, tf.constant(inputs))))
 
 
+@pytest.mark.slow
 def test_every_reader_normalises_as_model_json_says(vgg_model, colour_data, tmp_path):
     """Evaluation.py, useModel.py's Classifier, the SavedModel and the pixel
     graph of the TFLite/ONNX exports all subtract the mean and divide by 1."""
