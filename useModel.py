@@ -96,8 +96,18 @@ class Classifier:
         # hardware.choose_precision: "auto" is the fastest this machine has
         # that keeps the answers (BENCHMARKS.md, "Precision").
         self.precision = hardware.choose_precision(precision, purpose="prediction")
-        network, self.checkpoint = modeldir.frozen_network(
-            self.manifest, model_dir, checkpoint, self.precision.graph_dtype)
+        # The weights stay variables, restored from the checkpoint, except in
+        # bf16 on a CPU. As constants (modeldir.frozen_network, which
+        # Evaluation.py takes) oneDNN reorders each conv's weights once instead
+        # of at every run, but TensorFlow then holds them many times over (the
+        # graph's copy, the session's, grappler's passes, the kernels', the
+        # reordered ones): ResNet-50 at 224 px peaked at 1.9 GB against 0.7 GB
+        # with variables. The variables cost single images about 1.2x the time
+        # on a 2-core AVX-512 CPU and batches of 32 nothing (BENCHMARKS.md,
+        # "Serving runtimes"). bf16 keeps the constants: its float32 weights
+        # are then converted once, not at every run, without which it was
+        # slower than fp32 for single images (1.6x frozen bf16's time).
+        frozen = self.precision.rewrite_bf16
         self._graph = tf.Graph()
         with self._graph.as_default():
             # The input is encoded JPEG bytes, as FlowIO stores them; the graph
@@ -108,9 +118,17 @@ class Classifier:
                                                                            preprocessing)),
                                self._encoded,
                                fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
-            self._probabilities = tf.nn.softmax(modeldir.import_network(network, images))
-        self._session = tf.compat.v1.Session(
-            graph=self._graph, config=hardware.session_config(False, self.precision))
+            if frozen:
+                network, self.checkpoint = modeldir.frozen_network(
+                    self.manifest, model_dir, checkpoint, self.precision.graph_dtype)
+                self._probabilities = tf.nn.softmax(modeldir.import_network(network, images))
+            else:
+                self._probabilities = network_probabilities(images, self.manifest,
+                                                            self.precision.graph_dtype)
+            self._session = tf.compat.v1.Session(
+                graph=self._graph, config=hardware.session_config(False, self.precision))
+            if not frozen:
+                self.checkpoint = modeldir.restore_chosen(self._session, model_dir, checkpoint)
 
     def probabilities(self, encoded_images):
         """[len(encoded_images), num_classes] for JPEG bytes from encode_image_file."""

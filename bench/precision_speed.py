@@ -72,8 +72,8 @@ def prediction_contenders(args, folder):
                 # would let TensorFlow fold the whole frozen network away).
                 images = tf.compat.v1.placeholder(tf.float32, pixels.shape)
                 if frozen:
-                    network = modeldir.frozen_network(manifest, checkpoint,
-                                                      precision.graph_dtype)
+                    network, _ = modeldir.frozen_network(manifest, folder, checkpoint,
+                                                         precision.graph_dtype)
                     logits = modeldir.import_network(network, images)
                 else:
                     logits = resnet.build(images, args.model, 10, is_train=False,

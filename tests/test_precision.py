@@ -1,20 +1,25 @@
 """Precision (hardware.choose_precision): the choice on every kind of machine,
 from faked CPU and GPU features; bf16 training graphs that train with float32
-variables; prediction in bf16 giving fp32's answers."""
+variables; prediction in bf16 giving fp32's answers; the fp32 Classifier's
+memory (its weights in variables, not frozen)."""
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_slim as slim
+from PIL import Image
 
 import cpu_gradients
 import hardware
+import modeldir
 import resnet
 import train
 import useModel
 from cli import UserError
-from conftest import COLOURS, make_colour_images
+from conftest import COLOURS, REPO, make_colour_images
 
 XEON_AMX = {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8"}
 EPYC_AVX512 = {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni"}  # Zen 4
@@ -209,3 +214,61 @@ def test_bf16_prediction_gives_fp32s_answers(trained_model, images, tmp_path):
             encoded.append(f.read())
     classes = serving(image_bytes=tf.constant(encoded))["classes"].numpy()[:, 0]
     assert [c.decode() for c in classes] == top1(answers["fp32"])
+
+
+# Run in a process of its own: the Classifier's peak memory over what the
+# process held once TensorFlow was imported, in MB ("skip" where the peak
+# cannot be reset).
+_PEAK_OF_A_CLASSIFIER = """
+import sys
+import cli
+cli.configure_environment()
+import useModel
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1024
+
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := VmRSS
+except OSError:
+    sys.exit(print("skip"))
+start = status("VmRSS")
+classifier = useModel.Classifier(sys.argv[1], precision=sys.argv[3])
+assert "predictions" in classifier.predict([sys.argv[2]])[0]
+print(status("VmHWM") - start)
+"""
+
+
+@pytest.mark.slow  # a process of its own
+def test_classifier_holds_its_weights_about_once(tmp_path):
+    """useModel.Classifier in fp32 keeps its weights in variables. Frozen into
+    constants, TensorFlow held them many times over: this layer_14 (about 20
+    MB of weights) took 330 MB to load and classify one image, 60 MB with
+    variables; ResNet-50 at 224 px peaked at 1.9 GB instead of 0.7. Restoring
+    takes about twice the weights while the checkpoint is read; the bound
+    leaves room for that, the graph and one image's work."""
+    model_dir = str(tmp_path / "model")
+    labels = [f"class_{i}" for i in range(10)]
+    manifest = {"model": "layer_14", "num_classes": 10, "image_size": 32, "stem": "small",
+                "preprocessing": {}}
+    modeldir.write_manifest(model_dir, manifest, labels)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        modeldir.build_network(tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3]),
+                               dict(manifest, labels=labels), is_train=False)
+        session.run(tf.compat.v1.global_variables_initializer())
+        tf.compat.v1.train.Saver().save(session, os.path.join(model_dir, "model.ckpt-0"),
+                                        write_meta_graph=False)
+    weights_mb = sum(os.path.getsize(os.path.join(model_dir, name)) for name in
+                     os.listdir(model_dir) if ".data-" in name) / 2**20
+    image = str(tmp_path / "red.jpg")
+    Image.new("RGB", (40, 40), COLOURS["red"]).save(image)
+    result = subprocess.run([sys.executable, "-c", _PEAK_OF_A_CLASSIFIER, model_dir, image,
+                             "fp32"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if result.stdout.strip() == "skip":
+        pytest.skip("cannot reset the peak-memory counter here")
+    growth = float(result.stdout)
+    assert 15 < weights_mb < 30  # what the bound was set for
+    assert growth < 4 * weights_mb + 40, f"{growth:.0f} MB for {weights_mb:.0f} MB of weights"
