@@ -25,9 +25,9 @@ Which checkpoint a reader takes (resolve_checkpoint, restore_chosen): best/'s
 when there is one, else the newest; "--checkpoint latest" the newest.
 
 As nanoGPT rebuilds its model from the config stored beside the weights,
-build_network() rebuilds ours from model.json: every reader calls it
-(Evaluation.py, and useModel.py in bf16 on a CPU, through frozen_network()),
-so a model directory needs no flags to be used.
+build_network() rebuilds ours from model.json: every reader calls it,
+directly or through frozen_network(), so a model directory needs no flags to
+be used.
 """
 import contextlib
 import fcntl
@@ -171,11 +171,14 @@ def frozen_network(manifest, model_dir, checkpoint=None, compute_dtype=tf.float3
     it, bf16 was slower than fp32 at small batches. The graph is built from
     code and only the checkpoint's variables are read, as in restore().
 
-    The price is memory: TensorFlow holds constants several times over (the
-    graph's copy, the session's, its optimiser's passes, the kernels', oneDNN's
-    reordered weights), so ResNet-50 at 224 px peaks at about 1.9 GB where
-    restored variables take 0.7 GB; useModel.Classifier freezes only in bf16
-    on a CPU (its comment says why).
+    Why constants are faster: oneDNN keeps a conv's filter in its own layout
+    only when the filter is a Const node; from a variable it lays the filter
+    out again at every run (single images of ResNet-50 at 224 px: about 1.2x
+    the time; batches of 32: about the same). The price is memory: TensorFlow
+    holds constants several times over (the graph's copy, the session's, its
+    optimiser's passes, the kernels', oneDNN's re-laid-out filters), so
+    ResNet-50 at 224 px peaks at about 1.9 GB where restored variables take
+    0.7 GB (BENCHMARKS.md, "Serving runtimes").
     """
     size = manifest["image_size"]
     graph = tf.Graph()

@@ -96,17 +96,12 @@ class Classifier:
         # hardware.choose_precision: "auto" is the fastest this machine has
         # that keeps the answers (BENCHMARKS.md, "Precision").
         self.precision = hardware.choose_precision(precision, purpose="prediction")
-        # The weights stay variables, restored from the checkpoint, except in
-        # bf16 on a CPU. As constants (modeldir.frozen_network, which
-        # Evaluation.py takes) oneDNN reorders each conv's weights once instead
-        # of at every run, but TensorFlow then holds them many times over (the
-        # graph's copy, the session's, grappler's passes, the kernels', the
-        # reordered ones): ResNet-50 at 224 px peaked at 1.9 GB against 0.7 GB
-        # with variables. The variables cost single images about 1.2x the time
-        # on a 2-core AVX-512 CPU and batches of 32 nothing (BENCHMARKS.md,
-        # "Serving runtimes"). bf16 keeps the constants: its float32 weights
-        # are then converted once, not at every run, without which it was
-        # slower than fp32 for single images (1.6x frozen bf16's time).
+        # The weights stay variables, restored from the checkpoint: a service
+        # keeps a third of the memory of frozen constants for a little speed
+        # on single images (modeldir.frozen_network says both). Except in
+        # bf16 on a CPU, where the constants also convert the float32 weights
+        # once instead of at every run; without them bf16 was slower than
+        # fp32 for single images (1.6x frozen bf16's time).
         frozen = self.precision.rewrite_bf16
         self._graph = tf.Graph()
         with self._graph.as_default():
