@@ -62,7 +62,11 @@ import pretrained
 import resnet
 from cli import UserError
 
-DEFAULT_MODEL = "layer_14"
+# The default network for each stem (default_stem): for small images, layer_14
+# at half the depths trains 2.7x as many images per second, and the passes
+# that buys took Fashion-MNIST from 92.4% to 93.2% in the same 30 minutes
+# (BENCHMARKS.md, "Accuracy").
+DEFAULT_MODELS = {"imagenet": "layer_14", "small": "layer_14_half"}
 # --moving_average_decay's default; 0 keeps no average (BENCHMARKS.md, "Moving
 # average of the weights": no better at the end of a cosine schedule).
 DEFAULT_MOVING_AVERAGE_DECAY = 0.0
@@ -72,10 +76,12 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
 # (resnet.stem): the ImageNet stem would leave a 28-px image 7x7 before the
 # first block (BENCHMARKS.md, "Accuracy").
 SMALL_IMAGE_SIDE = 32
-# The default length of training: small sets need many passes, large ones
-# learn as much from fewer (BENCHMARKS.md, "Accuracy": Fashion-MNIST's 55,000
-# images take 10 epochs, 28 minutes on 2 cores).
-DEFAULT_TRAINING_IMAGES = 300_000
+# The default length of training, in images shown per network: small sets
+# need many passes, large ones learn as much from fewer; a cheaper network
+# gets more in the same time (BENCHMARKS.md, "Accuracy": Fashion-MNIST's 55,000
+# images take 25 epochs of layer_14_half, 29 minutes on 2 cores). Networks
+# not listed get layer_14's.
+DEFAULT_TRAINING_IMAGES = {"layer_14": 300_000, "layer_14_half": 1_400_000}
 MIN_DEFAULT_EPOCHS, MAX_DEFAULT_EPOCHS = 10, 30
 # The default peak learning rate per 256 images of global batch, scaled
 # linearly with the batch (Goyal et al., arXiv 1706.02677): ImageNet's 0.1
@@ -96,8 +102,9 @@ def parse_args(argv=None):
     group.add_argument("--model_dir", default="models",
                        help="where checkpoints and model.json go (default: %(default)s)")
     group.add_argument("--model", default=None, choices=sorted(resnet.ResNet_demo),
-                       help=f"network configuration (default: {DEFAULT_MODEL}, or the one "
-                            "in --model_dir when resuming)")
+                       help=f"network configuration (default: {DEFAULT_MODELS['small']} with the "
+                            f"small stem, {DEFAULT_MODELS['imagenet']} with the ImageNet stem; or "
+                            "the one in --model_dir when resuming)")
     group.add_argument("--shortcut", default=None, choices=resnet.SHORTCUTS,
                        help="shortcut option of the ResNet paper: A zero-pads (the seed's), "
                             "B projects where the depth changes (TF-slim's resnet_v1, for its "
@@ -149,8 +156,10 @@ def parse_args(argv=None):
     group.add_argument("--epochs", type=cli.positive_float, default=None,
                        help="passes over the training split (default: "
                             f"{MAX_DEFAULT_EPOCHS} for small sets, fewer for larger ones so "
-                            f"that about {DEFAULT_TRAINING_IMAGES:,} images are seen, at least "
-                            f"{MIN_DEFAULT_EPOCHS}; or the one in --model_dir when resuming)")
+                            "that about "
+                            + ", ".join(f"{n:,} images ({m})" for m, n in DEFAULT_TRAINING_IMAGES.items())
+                            + f" are seen, at least {MIN_DEFAULT_EPOCHS}; or the one in "
+                            "--model_dir when resuming)")
     group.add_argument("--learning_rate", type=cli.positive_float, default=None,
                        help="peak learning rate (default: 0.1 x global batch / 256, the linear "
                             "scaling rule of Goyal et al., arXiv 1706.02677, 0.025 at 64; "
@@ -235,7 +244,7 @@ def _check_pretrained(parser, args):
     and the ImageNet stem, and its weights: it sets --shortcut B and --stem
     imagenet and is refused with what contradicts it (resolve_config fills
     in the rest)."""
-    model = args.model or DEFAULT_MODEL
+    model = args.model or DEFAULT_MODELS["imagenet"]
     if model not in pretrained.PUBLISHED:
         parser.error(f"--pretrained: TF-slim publishes ImageNet weights for "
                      f"{', '.join(pretrained.PUBLISHED)} only, and --model is {model}"
@@ -263,8 +272,9 @@ def default_image_size(info):
     return int(min(224, math.ceil(side / 32) * 32))
 
 
-def default_epochs(num_train):
-    epochs = DEFAULT_TRAINING_IMAGES / max(1, num_train)
+def default_epochs(num_train, model):
+    images = DEFAULT_TRAINING_IMAGES.get(model, DEFAULT_TRAINING_IMAGES["layer_14"])
+    epochs = images / max(1, num_train)
     return float(min(MAX_DEFAULT_EPOCHS, max(MIN_DEFAULT_EPOCHS, round(epochs))))
 
 
@@ -287,14 +297,16 @@ def resolve_config(args, info, model_dir):
     weights = pretrained.release(args.model) if args.pretrained else None
     resuming = bool(modeldir.list_checkpoints(model_dir))
     if not resuming:
-        config = {"model": args.model or DEFAULT_MODEL,
+        image_size = args.image_size or default_image_size(info)
+        stem = args.stem or default_stem(image_size)
+        config = {"model": args.model or DEFAULT_MODELS[stem],
                   "shortcut": args.shortcut or "A",
-                  "image_size": args.image_size or default_image_size(info),
+                  "stem": stem,
+                  "image_size": image_size,
                   "labels": info["classes"],
                   "pretrained": weights,
                   "preprocessing": dict(pretrained.NORMALIZATION if weights else
                                         {"mean_rgb": FlowIO.MEAN_RGB, "std_rgb": FlowIO.STD_RGB})}
-        config["stem"] = args.stem or default_stem(config["image_size"])
     else:
         manifest = modeldir.load_manifest(model_dir)
         # What the model was trained with (older manifests lack the newer keys).
@@ -825,7 +837,7 @@ def _train(args, plan):
     if args.epochs is None:  # resuming: the run's own length; else by the data's size
         previous = (modeldir.load_manifest(args.model_dir).get("training", {}).get("epochs")
                     if resuming else None)
-        args.epochs = previous or default_epochs(num_train)
+        args.epochs = previous or default_epochs(num_train, config["model"])
     global_batch = args.batch_size * plan.num_replicas
     if args.learning_rate is None:
         args.learning_rate = BASE_LEARNING_RATE[config["stem"]] * global_batch / 256

@@ -16,6 +16,7 @@ import FlowIO
 import cli
 import imagefile
 import modeldir
+import resnet
 import train
 
 
@@ -288,10 +289,19 @@ def test_default_stem_is_small_for_small_images(image_size, expected):
     assert train.default_stem(image_size) == expected
 
 
-@pytest.mark.parametrize("num_train,expected", [(800, 30), (20000, 15), (55000, 10),
-                                                (1_200_000, 10)])
-def test_default_epochs_shrink_with_the_data_between_bounds(num_train, expected):
-    assert train.default_epochs(num_train) == expected
+@pytest.mark.parametrize("num_train,model,expected", [
+    (800, "layer_14", 30), (20000, "layer_14", 15), (55000, "layer_14", 10),
+    (1_200_000, "layer_14", 10), (55000, "layer_50", 10), (55000, "layer_14_half", 25),
+    (20000, "layer_14_half", 30), (1_200_000, "layer_14_half", 10)])
+def test_default_epochs_shrink_with_the_data_between_bounds(num_train, model, expected):
+    assert train.default_epochs(num_train, model) == expected
+
+
+def test_small_images_default_to_the_cheaper_network():
+    assert train.DEFAULT_MODELS == {"small": "layer_14_half", "imagenet": "layer_14"}
+    half, full = resnet.ResNet_demo["layer_14_half"], resnet.ResNet_demo["layer_14"]
+    assert [stage["depth"] * 2 for stage in half] == [stage["depth"] for stage in full]
+    assert [stage["num_blocks"] for stage in half] == [stage["num_blocks"] for stage in full]
 
 
 def test_balanced_class_weights_are_inverse_frequency():
