@@ -64,8 +64,8 @@ from cli import UserError
 
 # The default network for each stem (default_stem): for small images, layer_14
 # at half the depths trains 2.7x as many images per second, and the passes
-# that buys took Fashion-MNIST from 92.4% to 93.2% in the same 30 minutes
-# (BENCHMARKS.md, "Accuracy").
+# that buys took Fashion-MNIST's test top-1 from 92.4% to 93.0-93.2% in the
+# same 30 minutes (BENCHMARKS.md, "Accuracy").
 DEFAULT_MODELS = {"imagenet": "layer_14", "small": "layer_14_half"}
 # --moving_average_decay's default; 0 keeps no average (BENCHMARKS.md, "Moving
 # average of the weights": no better at the end of a cosine schedule).

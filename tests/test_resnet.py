@@ -33,8 +33,9 @@ def hand_counted_parameters(stages, num_output):
     return total + depth_in * num_output + num_output
 
 
-@pytest.mark.parametrize("model,layers", [("layer_14", 14), ("layer_50", 50),
-                                          ("layer_101", 101), ("layer_152", 152)])
+@pytest.mark.parametrize("model,layers", [("layer_14", 14), ("layer_14_half", 14),
+                                          ("layer_50", 50), ("layer_101", 101),
+                                          ("layer_152", 152)])
 def test_weight_layers_and_parameters(model, layers):
     with tf.Graph().as_default():
         _, logits, _ = build(model)
