@@ -153,13 +153,12 @@ def parse_args(argv=None):
                             "--mixup too, each batch takes one of them (default: %(default)s)")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--batch_size", type=cli.positive_int, default=64, help="(default: %(default)s)")
+    images_seen = ", ".join(f"{n:,} images ({m})" for m, n in DEFAULT_TRAINING_IMAGES.items())
     group.add_argument("--epochs", type=cli.positive_float, default=None,
                        help="passes over the training split (default: "
                             f"{MAX_DEFAULT_EPOCHS} for small sets, fewer for larger ones so "
-                            "that about "
-                            + ", ".join(f"{n:,} images ({m})" for m, n in DEFAULT_TRAINING_IMAGES.items())
-                            + f" are seen, at least {MIN_DEFAULT_EPOCHS}; or the one in "
-                            "--model_dir when resuming)")
+                            f"that about {images_seen} are seen, at least "
+                            f"{MIN_DEFAULT_EPOCHS}; or the one in --model_dir when resuming)")
     group.add_argument("--learning_rate", type=cli.positive_float, default=None,
                        help="peak learning rate (default: 0.1 x global batch / 256, the linear "
                             "scaling rule of Goyal et al., arXiv 1706.02677, 0.025 at 64; "
