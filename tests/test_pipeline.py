@@ -39,6 +39,8 @@ def test_a_short_default_run_on_real_images_beats_chance_by_far(tmp_path):
     run_script("FlowIO.py", "--output_dir", records)
     run_script("train.py", "--data_dir", records, "--model_dir", models, "--epochs", "8",
                "--seed", "0")
+    # 28-px images: the small stem and the cheaper network (train.DEFAULT_MODELS)
+    assert modeldir.load_manifest(models)["model"] == "layer_14_half"
     result = evaluate_json("--model_dir", models, "--data_dir", records)
     assert result["num_examples"] == 200 and result["top1"] >= 0.6
 

@@ -297,8 +297,7 @@ def test_default_epochs_shrink_with_the_data_between_bounds(num_train, model, ex
     assert train.default_epochs(num_train, model) == expected
 
 
-def test_small_images_default_to_the_cheaper_network():
-    assert train.DEFAULT_MODELS == {"small": "layer_14_half", "imagenet": "layer_14"}
+def test_layer_14_half_is_layer_14_at_half_the_depths():
     half, full = resnet.ResNet_demo["layer_14_half"], resnet.ResNet_demo["layer_14"]
     assert [stage["depth"] * 2 for stage in half] == [stage["depth"] for stage in full]
     assert [stage["num_blocks"] for stage in half] == [stage["num_blocks"] for stage in full]
