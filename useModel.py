@@ -486,6 +486,101 @@ def export_tflite(model_dir, path, checkpoint=None):
     return path, labels_path, checkpoint
 
 
+def split_padded_shortcuts(model):
+    """Rewrites each option-A shortcut of a converted ONNX model so that ONNX
+    Runtime can keep the residual stream in its blocked (NCHWc) layout;
+    returns how many it rewrote.
+
+    Relu(Conv(h) + Pad(x)), where the Pad adds zero channels before and after
+    x (resnet.depthFilling), becomes
+    Concat(Relu(Conv_before(h)), Relu(Conv_x(h) + x), Relu(Conv_after(h))):
+    the conv split by its output channels and the additions of zeros left
+    out, so the same sums. ONNX Runtime has no blocked kernel for Pad: with
+    it, every block's residual addition ran unfused in plain NCHW between two
+    layout conversions (BENCHMARKS.md, "Serving runtimes"). Any other graph
+    is left as it is.
+    """
+    from onnx import helper, numpy_helper  # only the ONNX export needs them
+
+    graph = model.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    producers = {name: node for node in graph.node for name in node.output}
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def only_consumer(name, op_type):
+        users = consumers.get(name, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+    def constant(name):
+        return numpy_helper.to_array(initializers[name]) if name in initializers else None
+
+    def channel_padding(pad):
+        """(zero channels before, after) that a Pad node adds in NCHW, or None."""
+        mode = [a.s for a in pad.attribute if a.name == "mode"]
+        pads = constant(pad.input[1]) if len(pad.input) > 1 else None
+        fill = constant(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else 0
+        if mode not in ([], [b"constant"]) or pads is None or fill is None or np.any(fill):
+            return None
+        if pads.shape != (8,) or pads[[0, 2, 3, 4, 6, 7]].any():  # channels only
+            return None
+        return int(pads[1]), int(pads[5])
+
+    rewrites = {}  # the Relu node's name -> (the nodes in place of the four, the other three)
+    for pad in graph.node:
+        padding = channel_padding(pad) if pad.op_type == "Pad" else None
+        add = padding and only_consumer(pad.output[0], "Add")
+        if not add:
+            continue
+        residual = add.input[1] if add.input[0] == pad.output[0] else add.input[0]
+        conv, relu = producers.get(residual), only_consumer(add.output[0], "Relu")
+        weights = bias = None
+        if conv is not None and conv.op_type == "Conv" and len(conv.input) == 3:
+            weights, bias = constant(conv.input[1]), constant(conv.input[2])
+        if (relu is None or weights is None or bias is None
+                or only_consumer(residual, "Add") is None
+                or any(a.name == "group" and a.i != 1 for a in conv.attribute)):
+            continue
+        before, after = padding
+        channels = len(weights)
+        nodes, outputs = [], []
+        for part, start, stop in (("before", 0, before),
+                                  ("shortcut", before, channels - after),
+                                  ("after", channels - after, channels)):
+            if start == stop:
+                continue
+            name = f"{conv.name}/{part}"
+            graph.initializer.extend([numpy_helper.from_array(weights[start:stop], name + "/W"),
+                                      numpy_helper.from_array(bias[start:stop], name + "/B")])
+            split = helper.make_node("Conv", [conv.input[0], name + "/W", name + "/B"],
+                                     [name], name=name)
+            split.attribute.extend(conv.attribute)
+            nodes.append(split)
+            if part == "shortcut":
+                nodes.append(helper.make_node("Add", [name, pad.input[0]], [name + "/add"],
+                                              name=name + "/add"))
+                name += "/add"
+            nodes.append(helper.make_node("Relu", [name], [name + "/relu"], name=name + "/relu"))
+            outputs.append(name + "/relu")
+        nodes.append(helper.make_node("Concat", outputs, list(relu.output),
+                                      name=relu.name + "/concat", axis=1))
+        rewrites[relu.name] = (nodes, {pad.name, conv.name, add.name})
+    kept = []
+    for node in graph.node:  # the new nodes in the Relu's place: after all they read
+        if node.name in rewrites:
+            kept.extend(rewrites[node.name][0])
+        elif not any(node.name in replaced for _, replaced in rewrites.values()):
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {name for node in graph.node for name in node.input}
+    for tensor in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(tensor)
+    return len(rewrites)
+
+
 def export_onnx(model_dir, path, checkpoint=None):
     """Writes an ONNX model of the checkpoint (frozen_pixel_graph: the TFLite
     model's contract, batch size free) to path and the class names beside it;
@@ -495,7 +590,9 @@ def export_onnx(model_dir, path, checkpoint=None):
     image-decoding string ops, and ONNX has no JPEG decoder. The model's
     metadata (custom_metadata_map in ONNX Runtime) holds what a client needs
     besides the labels: "max_side" (the --max_side images were shrunk to
-    before the JPEG encoding, JSON null for none) and "checkpoint".
+    before the JPEG encoding, JSON null for none) and "checkpoint". The
+    option-A shortcuts are rewritten for ONNX Runtime's fastest layout
+    (split_padded_shortcuts).
     """
     try:  # only this export needs them, and tf2onnx takes seconds to import
         import onnx
@@ -513,6 +610,7 @@ def export_onnx(model_dir, path, checkpoint=None):
                                PROBABILITIES_OUTPUT + ":0": PROBABILITIES_OUTPUT})
     for value in list(model.graph.input) + list(model.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "N"  # not tf2onnx's "unk__215"
+    split_padded_shortcuts(model)
     max_side = manifest.get("preprocessing", {}).get("max_side")
     onnx.helper.set_model_props(model, {"max_side": json.dumps(max_side),
                                                 "checkpoint": checkpoint})

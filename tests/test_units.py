@@ -1,7 +1,8 @@
 """Fast unit tests of the pieces the scripts are made of, on plain data:
 FlowIO's conversion steps, the split, the augmentation, the learning-rate
-schedule, the default image size and the class weights. No subprocess, no
-training: `python -m pytest -q -m "not slow"` runs these in seconds."""
+schedule, the default image size, the class weights and the ONNX export's
+rewrite. No subprocess, no training: `python -m pytest -q -m "not slow"`
+runs these in seconds."""
 import argparse
 import io
 import math
@@ -374,3 +375,66 @@ def test_pillow_eval_pixels_equal_the_graph():
         for size in (16, 32, 224):
             graph = FlowIO.preprocess_for_eval(encoded, size) * FlowIO.STD_RGB + FlowIO.MEAN_RGB
             np.testing.assert_allclose(imagefile.eval_pixels(encoded, size), graph, atol=0.02)
+
+
+# ---------------------------------------------------------------------------
+# The ONNX export's rewrite of option-A shortcuts
+# ---------------------------------------------------------------------------
+def shortcut_block_model(spatial_pad=False):
+    """An ONNX model of one bottleneck's end, as tf2onnx converts it:
+    Relu(Conv(h) + Pad(MaxPool(x))), the Pad adding 16 channels before the
+    shortcut's 16 and 32 after (or, with spatial_pad, padding rows instead)."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    pads = [0, 0, 1, 0, 0, 0, 1, 0] if spatial_pad else [0, 16, 0, 0, 0, 32, 0, 0]
+    out_channels = 16 if spatial_pad else 64
+    initializers = [
+        numpy_helper.from_array(rng.normal(size=(16, 16, 3, 3)).astype(np.float32), "W1"),
+        numpy_helper.from_array(rng.normal(size=(out_channels, 16, 1, 1)).astype(np.float32), "W3"),
+        numpy_helper.from_array(rng.normal(size=out_channels).astype(np.float32), "B3"),
+        numpy_helper.from_array(np.array(pads, np.int64), "pads")]
+    nodes = [
+        helper.make_node("Conv", ["x", "W1"], ["h"], name="conv1", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Conv", ["h", "W3", "B3"], ["conv3"], name="conv3"),
+        helper.make_node("MaxPool", ["x"], ["sampled"], name="sampling", kernel_shape=[1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Pad", ["sampled", "pads"], ["filled"], name="depthFilling"),
+        helper.make_node("Add", ["conv3", "filled"], ["sum"], name="add"),
+        helper.make_node("Relu", ["sum"], ["y"], name="relu")]
+    height = 10 if spatial_pad else 8
+    graph = helper.make_graph(
+        nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", out_channels, height, 8])],
+        initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+
+
+def run_onnx(model, x):
+    import onnxruntime
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def test_split_padded_shortcuts_computes_the_same_without_the_pad():
+    import onnx
+    import useModel
+    model = shortcut_block_model()
+    x = np.random.default_rng(1).normal(size=(2, 16, 16, 16)).astype(np.float32)
+    expected = run_onnx(model, x)
+    assert useModel.split_padded_shortcuts(model) == 1
+    onnx.checker.check_model(model, full_check=True)
+    assert sorted(n.op_type for n in model.graph.node) == [
+        "Add", "Concat", "Conv", "Conv", "Conv", "Conv", "MaxPool", "Relu", "Relu", "Relu"]
+    assert {t.name for t in model.graph.initializer} >= {"W1"} and not (
+        {"W3", "B3", "pads"} & {t.name for t in model.graph.initializer})  # no dead weights
+    np.testing.assert_allclose(run_onnx(model, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_split_padded_shortcuts_leaves_other_pads_alone():
+    import useModel
+    model = shortcut_block_model(spatial_pad=True)
+    before = model.SerializeToString()
+    assert useModel.split_padded_shortcuts(model) == 0
+    assert model.SerializeToString() == before
