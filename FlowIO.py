@@ -45,7 +45,7 @@ if __name__ == "__main__":
 import tensorflow as tf
 
 from cli import UserError
-from imagefile import (EVAL_CROP, JPEG_QUALITY, BadImage, display_name, encode_image_bytes,
+from imagefile import (JPEG_QUALITY, BadImage, display_name, encode_image_bytes, eval_crop,
                        is_hidden, read_image_file, walk_files)
 
 # ---------------------------------------------------------------------------
@@ -64,16 +64,17 @@ SPLITS = ("train", "validation")
 # normalize takes where a model.json has none.
 MEAN_RGB = (123.68, 116.78, 103.94)
 STD_RGB = (58.40, 57.12, 57.38)
-# EVAL_CROP, evaluation's centre crop, is imagefile.py's: clients apply it
-# there without TensorFlow.
+# eval_crop, how much of the image evaluation keeps, is imagefile.py's:
+# clients apply it there without TensorFlow.
 # Training augmentation presets (train.py --augment): the random crop's share
 # of the image area and range of aspect ratios, and whether to flip. "none"
-# trains on the evaluation transform. Evaluation's centre crop keeps 0.875 of
-# the side (0.77 of the area): "light" crops around that scale, shifted and
-# zoomed by about +-13% (what pad-and-crop does for CIFAR-sized images);
-# "standard" and "strong" zoom in up to 2x and 3.5x (strong is Inception's
-# crop, Szegedy et al., arXiv 1409.4842), which photos can afford and a
-# 28-px image cannot (BENCHMARKS.md, "Accuracy").
+# trains on the evaluation transform. "light" keeps 56-100% of the area (75-
+# 100% of the side): shifted and zoomed by up to a third, around both of
+# evaluation's scales, the whole image (small images) and the 87.5% centre
+# crop, which is what pad-and-crop does for CIFAR-sized images; "standard"
+# and "strong" zoom in up to 2x and 3.5x (strong is Inception's crop, Szegedy
+# et al., arXiv 1409.4842), which photos can afford and a 28-px image cannot
+# (BENCHMARKS.md, "Accuracy").
 AUGMENTATIONS = {
     "none": None,
     "light": {"area": (0.56, 1.0), "aspect": (1.0, 1.0), "flip": True},
@@ -851,11 +852,12 @@ def normalize(image, preprocessing=None):
 
 def eval_pixels(encoded, image_size):
     """JPEG bytes -> [image_size, image_size, 3] float RGB in 0..255: shorter
-    side resized to image_size / EVAL_CROP, then the central square. The only
+    side resized to image_size / eval_crop(image_size) (the whole image up to
+    32 px, else the 87.5% centre crop), then the central square. The only
     eval transform (imagefile.eval_pixels is the same without TensorFlow)."""
     image = tf.cast(tf.io.decode_jpeg(encoded, channels=3), tf.float32)
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = math.ceil(image_size / EVAL_CROP) / tf.reduce_min(shape)
+    scale = math.ceil(image_size / eval_crop(image_size)) / tf.reduce_min(shape)
     resized = tf.cast(tf.round(shape * scale), tf.int32)
     image = tf.image.resize(image, resized, antialias=True)
     return tf.image.resize_with_crop_or_pad(image, image_size, image_size)

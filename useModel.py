@@ -50,12 +50,12 @@ TensorFlow's decoders ignore EXIF, so clients must send upright images
 (useModel.py and FlowIO.py rotate by EXIF).
 
 --export_tflite writes a TensorFlow Lite model taking RGB pixels, float32
-0..255, [N, size, size, 3] (shorter side resized to ceil(size / 0.875), then
-the central square: see frozen_pixel_graph()), returning probabilities
-[N, num_classes] in labels.txt order; the class names go to FILE's
-.labels.txt beside it, one per line. --export_onnx writes the same graph as
-an ONNX model (and the same labels file), which clients/onnx_predict.py runs
-in ONNX Runtime without TensorFlow.
+0..255, [N, size, size, 3] (shorter side resized to ceil(size / 0.875), or
+to size up to 32 px, then the central square: see frozen_pixel_graph()),
+returning probabilities [N, num_classes] in labels.txt order; the class
+names go to FILE's .labels.txt beside it, one per line. --export_onnx writes
+the same graph as an ONNX model (and the same labels file), which
+clients/onnx_predict.py runs in ONNX Runtime without TensorFlow.
 """
 import json
 import logging
@@ -290,7 +290,7 @@ def serving_preprocess(encoded, image_size, preprocessing=None):
     Classifier and Evaluation.py see it; anything else is decoded, composited
     and re-encoded as FlowIO would, so the network sees what it was trained
     on. Not replicated: EXIF orientation (TensorFlow ignores EXIF) and
-    --max_side (the image is shrunk to image_size / 0.875 anyway).
+    --max_side (the image is shrunk to at most image_size / 0.875 anyway).
     Every image first passes check_image_header: the image-size rule of
     imagefile.py, from the header, before anything is decoded.
     """
@@ -419,9 +419,9 @@ def frozen_pixel_graph(model_dir, checkpoint=None):
     (GraphDef, manifest, checkpoint).
 
     Input PIXELS_INPUT: float32 RGB 0..255 [N, size, size, 3], the image's
-    shorter side resized (antialiased bilinear) to ceil(size / 0.875) and the
-    central square taken (imagefile.eval_pixels, FlowIO.preprocess_for_eval
-    before normalising). Output PROBABILITIES_OUTPUT: [N, num_classes] in
+    shorter side resized (antialiased bilinear) to ceil(size / 0.875), or to
+    size up to 32 px (imagefile.eval_crop), and the central square taken
+    (imagefile.eval_pixels, FlowIO.preprocess_for_eval before normalising). Output PROBABILITIES_OUTPUT: [N, num_classes] in
     labels.txt order. Normalisation is inside the model (model.json's
     "preprocessing", FlowIO.normalize), so a client only resizes and crops.
     The variables are constants: the converters take the graph as it is.

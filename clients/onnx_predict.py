@@ -16,8 +16,9 @@ Each image is read exactly as useModel.py and Evaluation.py read it: decoded
 by Pillow with EXIF orientation, colour conversion and transparency on white,
 shrunk to the model's --max_side if it had one, and re-encoded as the JPEG
 FlowIO.py stores (imagefile.encode_image_file); then the shorter side is
-resized to ceil(size / 0.875) with the antialiased bilinear filter of
-tf.image.resize and the central size x size square taken
+resized to ceil(size / 0.875) (to size up to 32 px: imagefile.eval_crop)
+with the antialiased bilinear filter of tf.image.resize and the central
+size x size square taken
 (imagefile.eval_pixels). Probabilities agree with useModel.py's to about 1e-4.
 
 From Python (load once, classify many):
