@@ -45,8 +45,8 @@ if __name__ == "__main__":
 import tensorflow as tf
 
 from cli import UserError
-from imagefile import (JPEG_QUALITY, BadImage, display_name, encode_image_bytes, eval_crop,
-                       is_hidden, read_image_file, walk_files)
+from imagefile import (JPEG_QUALITY, BadImage, display_name, encode_image_bytes,
+                       eval_shorter_side, is_hidden, read_image_file, walk_files)
 
 # ---------------------------------------------------------------------------
 # Facts shared by the write and the read side
@@ -857,7 +857,7 @@ def eval_pixels(encoded, image_size):
     eval transform (imagefile.eval_pixels is the same without TensorFlow)."""
     image = tf.cast(tf.io.decode_jpeg(encoded, channels=3), tf.float32)
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = math.ceil(image_size / eval_crop(image_size)) / tf.reduce_min(shape)
+    scale = eval_shorter_side(image_size) / tf.reduce_min(shape)
     resized = tf.cast(tf.round(shape * scale), tf.int32)
     image = tf.image.resize(image, resized, antialias=True)
     return tf.image.resize_with_crop_or_pad(image, image_size, image_size)

@@ -353,14 +353,20 @@ def eval_crop(image_size):
     return 1.0 if image_size <= WHOLE_IMAGE_SIDE else EVAL_CROP
 
 
+def eval_shorter_side(image_size):
+    """The length evaluation resizes an image's shorter side to before it
+    takes the central image_size square (FlowIO.eval_pixels and
+    eval_resized_size both start from it)."""
+    return math.ceil(image_size / eval_crop(image_size))
+
+
 def eval_resized_size(height, width, image_size):
     """(height, width) the evaluation resize gives an image: the shorter side
-    becomes ceil(image_size / eval_crop(image_size)). Computed in float32 and
-    rounded half to even, as FlowIO.preprocess_for_eval does in the graph, so
-    both pick the same size."""
+    becomes eval_shorter_side(image_size). Computed in float32 and rounded
+    half to even, as FlowIO.preprocess_for_eval does in the graph, so both
+    pick the same size."""
     shape = np.array([height, width], np.float32)
-    scale = np.float32(math.ceil(image_size / eval_crop(image_size)))
-    scale /= np.float32(min(height, width))
+    scale = np.float32(eval_shorter_side(image_size)) / np.float32(min(height, width))
     new_height, new_width = np.round(shape * scale).astype(int)
     return int(new_height), int(new_width)
 

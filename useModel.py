@@ -567,11 +567,12 @@ def split_padded_shortcuts(model):
         nodes.append(helper.make_node("Concat", outputs, list(relu.output),
                                       name=relu.name + "/concat", axis=1))
         rewrites[relu.name] = (nodes, {pad.name, conv.name, add.name})
+    replaced = set().union(*(names for _, names in rewrites.values()))
     kept = []
     for node in graph.node:  # the new nodes in the Relu's place: after all they read
         if node.name in rewrites:
             kept.extend(rewrites[node.name][0])
-        elif not any(node.name in replaced for _, replaced in rewrites.values()):
+        elif node.name not in replaced:
             kept.append(node)
     del graph.node[:]
     graph.node.extend(kept)
