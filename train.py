@@ -57,6 +57,7 @@ import FlowIO
 import cpu_gradients
 import distribute
 import hardware
+import imagefile
 import modeldir
 import pretrained
 import resnet
@@ -356,7 +357,7 @@ def write_manifest(model_dir, config, info, args, precision, plan=None):
                          "cutmix": args.cutmix},
         "pretrained": config["pretrained"],
         "preprocessing": dict(config["preprocessing"],
-                              eval_crop=FlowIO.eval_crop(config["image_size"]),
+                              eval_crop=imagefile.eval_crop(config["image_size"]),
                               max_side=info["options"].get("max_side")),
         "data": {"dir": os.path.abspath(args.data_dir), "fingerprint": info["fingerprint"],
                  "num_examples": info["num_examples"]},

@@ -444,7 +444,7 @@ def vgg_model(colour_data, tmp_path_factory):
     labels = FlowIO.load_dataset_info(colour_data[1])["classes"]
     manifest = {"model": "layer_14", "num_classes": len(labels), "image_size": 32,
                 "shortcut": "A", "pretrained": None,
-                "preprocessing": dict(pretrained.NORMALIZATION, eval_crop=FlowIO.eval_crop(32),
+                "preprocessing": dict(pretrained.NORMALIZATION, eval_crop=imagefile.eval_crop(32),
                                       max_side=None)}
     modeldir.write_manifest(model_dir, manifest, labels)
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
