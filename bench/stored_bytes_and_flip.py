@@ -19,7 +19,6 @@ Validation chooses; the test set only reports. Nothing here is a feature of
 the suite yet: it measures whether one would pay (BENCHMARKS.md, "Accuracy").
 """
 import argparse
-import glob
 import io
 import os
 import sys
@@ -32,6 +31,7 @@ sys.path.insert(0, REPO)
 
 import tensorflow as tf  # noqa: E402
 
+import FlowIO  # noqa: E402
 import imagefile  # noqa: E402
 import useModel  # noqa: E402
 
@@ -60,7 +60,7 @@ def top1(classifier, encoded, labels, flip=None, batch=256):
 
 def validation_records(records_dir):
     encoded, labels = [], []
-    for path in sorted(glob.glob(os.path.join(records_dir, "validation-*.tfrecord"))):
+    for path in FlowIO.shard_paths(records_dir, "validation"):
         for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
             feature = tf.train.Example.FromString(record).features.feature
             encoded.append(feature["image/encoded"].bytes_list.value[0])
@@ -69,11 +69,12 @@ def validation_records(records_dir):
 
 
 def test_files(test_dir, class_names):
+    """Every file of the class folders, as Evaluation.py --image_dir finds them."""
+    found = FlowIO.find_images(test_dir)[0]
     paths, labels = [], []
     for index, name in enumerate(class_names):
-        found = sorted(glob.glob(os.path.join(test_dir, name, "*")))
-        paths += found
-        labels += [index] * len(found)
+        paths += found.get(name, [])
+        labels += [index] * len(found.get(name, []))
     return paths, np.array(labels)
 
 
@@ -88,7 +89,7 @@ def main():
     encoded, labels = validation_records(os.path.join(args.work_dir, "tfrecords"))
     paths, test_labels = test_files(os.path.join(args.work_dir, "test"), classifier.labels)
     stored = [imagefile.encode_image_file(p)[0] for p in paths]
-    lossless = [open(p, "rb").read() for p in paths]
+    lossless = [imagefile.read_image_file(p) for p in paths]
 
     rows = [
         ("as stored (Evaluation.py)", top1(classifier, encoded, labels),
