@@ -250,7 +250,8 @@ def summary_line(metrics):
 
 
 def print_report(metrics, class_names, checkpoint):
-    print(f"checkpoint {checkpoint}: {metrics['num_examples']} images")
+    mirrored = " (each averaged with its mirror image)" if metrics["flip_average"] else ""
+    print(f"checkpoint {checkpoint}: {metrics['num_examples']} images{mirrored}")
     print(summary_line(metrics))
     width = max(8, max(len(name) for name in class_names))
     print(f"\n{'class':<{width}}  precision  recall     f1  support")
@@ -330,6 +331,7 @@ def evaluate(manifest, checkpoint, args, precision):
     metrics["step"] = modeldir.checkpoint_step(checkpoint)
     metrics["weights"] = modeldir.checkpoint_weights(checkpoint)  # raw or moving average
     metrics["precision"] = precision._asdict()
+    metrics["flip_average"] = manifest.get("flip_average", False)  # modeldir.build_network
     return metrics, misclassified_rows(probabilities, labels, filenames, manifest["labels"])
 
 

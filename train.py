@@ -34,6 +34,7 @@ train.py processes trains together with --worker_hosts/--task_index or
 TF_CONFIG (distribute.py). --batch_size is then per replica, the chief
 (worker 0) writes --model_dir, and a lost worker stops every worker.
 """
+import argparse
 import contextlib
 import math
 import os
@@ -152,6 +153,14 @@ def parse_args(argv=None):
     group.add_argument("--cutmix", type=cli.non_negative_float, default=0,
                        help="CutMix's alpha (Yun et al.; 1.0 is usual); 0 is off. With "
                             "--mixup too, each batch takes one of them (default: %(default)s)")
+    group.add_argument("--flip_average", action=argparse.BooleanOptionalAction, default=None,
+                       help="predict the mean of each image's and its mirror image's "
+                            "probabilities (left-right flip): in validation, Evaluation.py, "
+                            "useModel.py and every export, as model.json records it. Twice the "
+                            "computation per prediction for a few tenths of a point of top-1 "
+                            "(BENCHMARKS.md); only where a mirrored image is of the same class. "
+                            "Resuming keeps the model's setting unless this flag is given "
+                            "(default: off)")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--batch_size", type=cli.positive_int, default=64, help="(default: %(default)s)")
     images_seen = ", ".join(f"{n:,} images ({m})" for m, n in DEFAULT_TRAINING_IMAGES.items())
@@ -332,8 +341,11 @@ def resolve_config(args, info, model_dir):
                     f"{model_dir} holds a model trained with {flag} = {was}, but this run has "
                     f"{now}. Either train into a new --model_dir, or start a new --model_dir "
                     f"from those weights with --init_checkpoint (fine-tuning).")
-    # The augmentation may change when resuming: it is not part of the network.
+    # The augmentation and the flip average may change when resuming: they are
+    # not part of the network's weights.
     config["augmentation"] = _augmentation(args, info, config["image_size"])
+    stored_flip = resuming and modeldir.load_manifest(model_dir).get("flip_average", False)
+    config["flip_average"] = stored_flip if args.flip_average is None else args.flip_average
     return config, resuming
 
 
@@ -356,6 +368,7 @@ def write_manifest(model_dir, config, info, args, precision, plan=None):
         "augmentation": {"preset": config["augmentation"], "mixup": args.mixup,
                          "cutmix": args.cutmix},
         "pretrained": config["pretrained"],
+        "flip_average": config["flip_average"],
         "preprocessing": dict(config["preprocessing"],
                               eval_crop=imagefile.eval_crop(config["image_size"]),
                               max_side=info["options"].get("max_side")),

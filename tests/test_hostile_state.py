@@ -102,6 +102,7 @@ GOOD_MANIFEST = {"model": "layer_14", "num_classes": 3, "image_size": 32, "short
     (lambda m: dict(m, image_size=0), "image_size is 0"),
     (lambda m: {k: v for k, v in m.items() if k != "num_classes"}, "num_classes is None"),
     (lambda m: dict(m, shortcut="Z"), "shortcut 'Z'"),
+    (lambda m: dict(m, flip_average="yes"), "flip_average is 'yes'"),
     (lambda m: [1, 2], "not a JSON object"),
 ])
 def test_an_edited_manifest_is_one_line_naming_it(tmp_path, change, expected):
