@@ -66,12 +66,24 @@ class UserError(Exception):
 
 
 def run_main(main):
-    """Runs a script's main(): a UserError becomes 'error: ...' and exit code 2."""
+    """Runs a script's main(): a UserError becomes 'error: ...' and exit code 2.
+
+    When the reader of stdout goes away (`python useModel.py ... | head`),
+    the script stops quietly with exit code 1, as Python's documentation
+    recommends ("Note on SIGPIPE"), instead of a BrokenPipeError traceback.
+    """
     try:
         main()
+        sys.stdout.flush()  # here, not at exit, where a broken pipe cannot be caught
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except BrokenPipeError:
+        # What is still buffered can go nowhere: point stdout at /dev/null so
+        # that the flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -122,6 +122,29 @@ def test_use_model_prints_names_that_are_not_utf8(colour_data, trained_model, tm
     assert f"{folder}/caf\\xe9.jpg: error: not a regular file (a named pipe)" in result.stderr
 
 
+@pytest.mark.parametrize("script,args", [
+    ("useModel.py", ("red", "green", "blue")),   # folders of the colour data
+    ("Evaluation.py", ("--output_dir", "{tmp}/eval")),
+])
+def test_a_reader_that_goes_away_stops_the_script_quietly(colour_data, trained_model,
+                                                          tmp_path, script, args):
+    """`python useModel.py ... | head`: the pipe's reader is gone before the
+    first line; exit code 1 and no traceback (cli.run_main)."""
+    image_dir, data_dir = colour_data
+    args = [arg.format(tmp=tmp_path) for arg in args]
+    if script == "useModel.py":
+        args = [os.path.join(image_dir, arg) for arg in args]
+    else:
+        args += ["--data_dir", data_dir]
+    process = subprocess.Popen([sys.executable, os.path.join(REPO, script), *args,
+                                "--model_dir", trained_model], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # no reader left: every write to stdout fails
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 1, stderr[-3000:]
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr[-3000:]
+
+
 def test_classifier_keeps_the_batch_when_tensorflow_refuses_one_image(trained_model):
     # Pillow and TensorFlow's decoders can disagree on a rare file; the batch
     # around it is still classified.
