@@ -2,7 +2,9 @@
 and Evaluation.py and useModel.py read back, in one place.
 
     model.json        the manifest: network, image size, preprocessing (the
-                      pixel normalisation every reader applies), the TF-slim
+                      pixel normalisation every reader applies), flip_average
+                      (predictions average each image with its mirror
+                      image: build_network), the TF-slim
                       weights it started from ("pretrained"), data
                       fingerprint, TensorFlow version, the precision it was
                       trained in, training options

@@ -15,8 +15,9 @@ useModel.py, scored four ways:
   of its left-right flip, the flip written as PNG;
 - flip average, JPEG flip: the same with the flip re-encoded as FlowIO would.
 
-Validation chooses; the test set only reports. Nothing here is a feature of
-the suite yet: it measures whether one would pay (BENCHMARKS.md, "Accuracy").
+Validation chooses; the test set only reports (BENCHMARKS.md, "Accuracy").
+The suite's own flip average, train.py --flip_average, mirrors the decoded
+stored pixels inside the graph; this script measures the variants around it.
 """
 import argparse
 import io
