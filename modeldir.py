@@ -158,8 +158,8 @@ def build_network(images, manifest, is_train, **options):
     (left-right flip, as the training augmentation flips): the logits are
     the log of that mean, so softmax gives the mean back and argmax its best
     class. Being here, it is in validation, Evaluation.py, useModel.py and
-    every export alike. It costs twice the computation per image; on
-    Fashion-MNIST it added 0.2-0.3 points of validation top-1
+    every export alike. It costs twice the computation per image; on three
+    Fashion-MNIST models it added 0.08-0.34 points of validation top-1
     (BENCHMARKS.md, "Accuracy").
     """
     def network(inputs):

@@ -157,8 +157,8 @@ def parse_args(argv=None):
                        help="predict the mean of each image's and its mirror image's "
                             "probabilities (left-right flip): in validation, Evaluation.py, "
                             "useModel.py and every export, as model.json records it. Twice the "
-                            "computation per prediction for a few tenths of a point of top-1 "
-                            "(BENCHMARKS.md); only where a mirrored image is of the same class. "
+                            "computation per prediction for 0.1-0.3 points of top-1 on "
+                            "Fashion-MNIST (BENCHMARKS.md); only where a mirrored image is of the same class. "
                             "Resuming keeps the model's setting unless this flag is given "
                             "(default: off)")
     group = parser.add_argument_group("optimisation")
