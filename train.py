@@ -315,7 +315,8 @@ def resolve_config(args, info, model_dir):
                   "labels": info["classes"],
                   "pretrained": weights,
                   "preprocessing": dict(pretrained.NORMALIZATION if weights else
-                                        {"mean_rgb": FlowIO.MEAN_RGB, "std_rgb": FlowIO.STD_RGB})}
+                                        {"mean_rgb": FlowIO.MEAN_RGB, "std_rgb": FlowIO.STD_RGB}),
+                  "flip_average": False}
     else:
         manifest = modeldir.load_manifest(model_dir)
         # What the model was trained with (older manifests lack the newer keys).
@@ -327,7 +328,8 @@ def resolve_config(args, info, model_dir):
                   "image_size": args.image_size or stored["image_size"],
                   "labels": info["classes"],
                   "pretrained": weights or stored["pretrained"],
-                  "preprocessing": stored["preprocessing"]}
+                  "preprocessing": stored["preprocessing"],
+                  "flip_average": manifest.get("flip_average", False)}
         for key, flag in (("labels", "the class list"), ("model", "--model"),
                           ("shortcut", "--shortcut"), ("stem", "--stem"),
                           ("image_size", "--image_size"), ("pretrained", "--pretrained")):
@@ -344,8 +346,8 @@ def resolve_config(args, info, model_dir):
     # The augmentation and the flip average may change when resuming: they are
     # not part of the network's weights.
     config["augmentation"] = _augmentation(args, info, config["image_size"])
-    stored_flip = resuming and modeldir.load_manifest(model_dir).get("flip_average", False)
-    config["flip_average"] = stored_flip if args.flip_average is None else args.flip_average
+    if args.flip_average is not None:
+        config["flip_average"] = args.flip_average
     return config, resuming
 
 
