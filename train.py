@@ -153,6 +153,10 @@ def parse_args(argv=None):
     group.add_argument("--cutmix", type=cli.non_negative_float, default=0,
                        help="CutMix's alpha (Yun et al.; 1.0 is usual); 0 is off. With "
                             "--mixup too, each batch takes one of them (default: %(default)s)")
+    group.add_argument("--random_erasing", type=cli.probability, default=0, metavar="P",
+                       help="the probability of replacing a random box (2-40%% of the image) "
+                            "of each training image by noise (Zhong et al.; 0.5 is theirs); "
+                            "0 is off (default: %(default)s)")
     group.add_argument("--flip_average", action=argparse.BooleanOptionalAction, default=None,
                        help="predict the mean of each image's and its mirror image's "
                             "probabilities (left-right flip): in validation, Evaluation.py, "
@@ -368,7 +372,7 @@ def write_manifest(model_dir, config, info, args, precision, plan=None):
         "shortcut": config["shortcut"],
         "stem": config["stem"],
         "augmentation": {"preset": config["augmentation"], "mixup": args.mixup,
-                         "cutmix": args.cutmix},
+                         "cutmix": args.cutmix, "random_erasing": args.random_erasing},
         "pretrained": config["pretrained"],
         "flip_average": config["flip_average"],
         "preprocessing": dict(config["preprocessing"],
@@ -419,7 +423,8 @@ def training_inputs(args, config, shard=None):
     dataset = FlowIO.make_dataset(args.data_dir, "train", config["image_size"],
                                   args.batch_size, training=True, seed=args.seed,
                                   shard=shard, augmentation=config["augmentation"],
-                                  preprocessing=config["preprocessing"])
+                                  preprocessing=config["preprocessing"],
+                                  random_erasing=args.random_erasing)
     return dataset.map(lambda images, labels, _: _mixed(args, config, images, labels))
 
 
