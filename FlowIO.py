@@ -909,7 +909,10 @@ def augment(shape, augmentation, seed, image_size, random_erasing=0.0):
 
 def _erased_box(image_size, probability, seed):
     """augment()'s erased box: area and log-aspect uniform in ERASING_AREA and
-    ERASING_ASPECT, clipped to the image, at a uniform place."""
+    ERASING_ASPECT, clipped to the image, at a uniform place. Off (the
+    default), a constant empty box: no per-image draws in the default pipeline."""
+    if not probability:
+        return tf.zeros([4], tf.int32)
     draws = tf.random.stateless_uniform([5], tf.random.experimental.stateless_fold_in(seed, 1))
     side = float(image_size)
     area = side * side * (ERASING_AREA[0] + (ERASING_AREA[1] - ERASING_AREA[0]) * draws[0])
@@ -929,11 +932,17 @@ def erase(image, box, seed):
     standard normal noise, drawn from seed (the scale of normalised pixels);
     an empty box leaves the image as it is."""
     size = tf.shape(image)
-    rows, cols = tf.range(size[0])[:, None], tf.range(size[1])[None, :]
-    inside = ((rows >= box[0]) & (rows < box[0] + box[2])
-              & (cols >= box[1]) & (cols < box[1] + box[3]))
+    inside = _inside_box(size[0], size[1], *tf.unstack(box))
     noise = tf.random.stateless_normal(size, tf.random.experimental.stateless_fold_in(seed, 2))
     return tf.where(inside[:, :, None], noise, image)
+
+
+def _inside_box(height, width, top, left, box_height, box_width):
+    """[height, width] booleans, true inside the box (random erasing's and
+    CutMix's); all six of one dtype, int or float."""
+    rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
+    return ((rows >= top) & (rows < top + box_height)
+            & (cols >= left) & (cols < left + box_width))
 
 
 def decode_crop(encoded, window, image_size):
@@ -1003,8 +1012,7 @@ def mix_batch(images, targets, mixup, cutmix):
         centre = tf.random.uniform([2])
         top = tf.clip_by_value(tf.round(centre[0] * height - box_h / 2), 0, height - box_h)
         left = tf.clip_by_value(tf.round(centre[1] * width - box_w / 2), 0, width - box_w)
-        rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
-        inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
+        inside = _inside_box(height, width, top, left, box_h, box_w)
         inside = tf.cast(inside, images.dtype)[None, :, :, None]
         weight = 1.0 - box_h * box_w / (height * width)  # after rounding the box
         return (images * (1 - inside) + other_images * inside,
