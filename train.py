@@ -361,6 +361,15 @@ def _augmentation(args, info, image_size):
     return FlowIO.default_augmentation(median_side(info), image_size)
 
 
+def describe_augmentation(config, args):
+    """The training line's words for what model.json records under "augmentation"."""
+    words = [f"{config['augmentation']} augmentation"]
+    for flag in ("mixup", "cutmix", "random_erasing"):
+        if getattr(args, flag):
+            words.append(f"{flag.replace('_', ' ')} {getattr(args, flag):g}")
+    return " + ".join(words)
+
+
 def write_manifest(model_dir, config, info, args, precision, plan=None):
     """model.json: what Evaluation.py and useModel.py rebuild the model from,
     and how it was trained (precision: the one this run computed in, and why;
@@ -877,7 +886,7 @@ def _train(args, plan):
     if device == "CPU":  # this process's replicas share its memory
         _check_memory(config, args.batch_size * len(plan.local_devices))
     print(f"training {config['model']} ({config['stem']} stem) at {config['image_size']}px "
-          f"with {config['augmentation']} augmentation on {device}: "
+          f"with {describe_augmentation(config, args)} on {device}: "
           f"{num_train} images in {len(config['labels'])} classes, "
           f"{steps_per_epoch} steps/epoch, {total_steps} steps")
     if args.pretrained and not resuming:

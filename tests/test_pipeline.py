@@ -267,14 +267,15 @@ def test_damaged_shard_is_named(colour_data, trained_model, tmp_path):
 
 def test_batch_and_erasing_augmentations_train_and_are_recorded(colour_data, tmp_path):
     """mixup, CutMix and random erasing go through the real pipeline and
-    training, and model.json says which were on."""
+    training, and model.json and the training line say which were on."""
     _, data_dir = colour_data
     models = str(tmp_path / "models")
-    run_script("train.py", "--data_dir", data_dir, "--model_dir", models, *TRAIN_ARGS,
+    trained = run_script("train.py", "--data_dir", data_dir, "--model_dir", models, *TRAIN_ARGS,
                "--epochs", "0.5", "--mixup", "0.2", "--cutmix", "1.0",
                "--random_erasing", "0.5")
     assert modeldir.load_manifest(models)["augmentation"] == {
         "preset": "light", "mixup": 0.2, "cutmix": 1.0, "random_erasing": 0.5}
+    assert "light augmentation + mixup 0.2 + cutmix 1 + random erasing 0.5" in trained.stdout
     assert steps_saved(models)
     refused = run_script("train.py", "--data_dir", data_dir, "--model_dir", str(tmp_path / "m2"),
                          "--random_erasing", "1.5", check=False)
