@@ -271,8 +271,8 @@ def test_batch_and_erasing_augmentations_train_and_are_recorded(colour_data, tmp
     _, data_dir = colour_data
     models = str(tmp_path / "models")
     trained = run_script("train.py", "--data_dir", data_dir, "--model_dir", models, *TRAIN_ARGS,
-               "--epochs", "0.5", "--mixup", "0.2", "--cutmix", "1.0",
-               "--random_erasing", "0.5")
+                         "--epochs", "0.5", "--mixup", "0.2", "--cutmix", "1.0",
+                         "--random_erasing", "0.5")
     assert modeldir.load_manifest(models)["augmentation"] == {
         "preset": "light", "mixup": 0.2, "cutmix": 1.0, "random_erasing": 0.5}
     assert "light augmentation + mixup 0.2 + cutmix 1 + random erasing 0.5" in trained.stdout
