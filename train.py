@@ -361,12 +361,18 @@ def _augmentation(args, info, image_size):
     return FlowIO.default_augmentation(median_side(info), image_size)
 
 
-def describe_augmentation(config, args):
-    """The training line's words for what model.json records under "augmentation"."""
-    words = [f"{config['augmentation']} augmentation"]
-    for flag in ("mixup", "cutmix", "random_erasing"):
-        if getattr(args, flag):
-            words.append(f"{flag.replace('_', ' ')} {getattr(args, flag):g}")
+def augmentation_record(config, args):
+    """What model.json records under "augmentation": the per-image preset and
+    the strengths of the batch and erasing augmentations (0: off)."""
+    return {"preset": config["augmentation"], "mixup": args.mixup,
+            "cutmix": args.cutmix, "random_erasing": args.random_erasing}
+
+
+def describe_augmentation(record):
+    """The training line's words for an augmentation_record()."""
+    words = [f"{record['preset']} augmentation"]
+    words += [f"{name.replace('_', ' ')} {strength:g}"
+              for name, strength in record.items() if name != "preset" and strength]
     return " + ".join(words)
 
 
@@ -380,8 +386,7 @@ def write_manifest(model_dir, config, info, args, precision, plan=None):
         "image_size": config["image_size"],
         "shortcut": config["shortcut"],
         "stem": config["stem"],
-        "augmentation": {"preset": config["augmentation"], "mixup": args.mixup,
-                         "cutmix": args.cutmix, "random_erasing": args.random_erasing},
+        "augmentation": augmentation_record(config, args),
         "pretrained": config["pretrained"],
         "flip_average": config["flip_average"],
         "preprocessing": dict(config["preprocessing"],
@@ -886,7 +891,7 @@ def _train(args, plan):
     if device == "CPU":  # this process's replicas share its memory
         _check_memory(config, args.batch_size * len(plan.local_devices))
     print(f"training {config['model']} ({config['stem']} stem) at {config['image_size']}px "
-          f"with {describe_augmentation(config, args)} on {device}: "
+          f"with {describe_augmentation(augmentation_record(config, args))} on {device}: "
           f"{num_train} images in {len(config['labels'])} classes, "
           f"{steps_per_epoch} steps/epoch, {total_steps} steps")
     if args.pretrained and not resuming:
