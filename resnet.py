@@ -1,8 +1,8 @@
 """Bottleneck ResNet-50/101/152 in TensorFlow 1 style (tf.compat.v1 + tf-slim).
 
-The network of the seed document (a blog post that reimplements ResNet-152 in
-TensorFlow 1), built from the dictionary `ResNet_demo`, with the seed's bugs
-fixed so it runs on today's TensorFlow:
+The network of the blog post this suite grew from, which reimplements
+ResNet-152 in TensorFlow 1 ("the post" below), built from its dictionary
+`ResNet_demo`, with the post's bugs fixed so it runs on today's TensorFlow:
 
     import tensorflow as tf, resnet
     images = tf.compat.v1.placeholder(tf.float32, [None, 224, 224, 3])
@@ -12,14 +12,14 @@ fixed so it runs on today's TensorFlow:
 
 Layout (He et al., "Deep Residual Learning for Image Recognition",
 arXiv 1512.03385, table 1, and TF-slim's resnet_v1):
-  stem     "imagenet" (the seed's, for photos): 7x7/2 conv, 64 channels ->
+  stem     "imagenet" (the post's, for photos): 7x7/2 conv, 64 channels ->
            3x3/2 max pool, a 4x smaller map; "small" (for images of a few
            dozen pixels, as the paper's CIFAR-10 networks, section 4.2):
            one 3x3/1 conv, 64 channels, and no pool, so a 28-px image is not
            down to 7x7 before the first block
   stages   4 stages of bottleneck blocks 1x1 (depth/4) -> 3x3 (depth/4) -> 1x1 (depth);
            the LAST block of stages 1-3 carries stride 2 (as slim's resnet_v1_block)
-  shortcut option A of the paper (the seed's, the default): the input,
+  shortcut option A of the paper (the post's, the default): the input,
            zero-padded to the new depth and sampled by a strided 1x1 max pool --
            no extra weights. Options B (a 1x1 projection where the depth
            changes) and C (projections everywhere) are there for transfer
@@ -41,7 +41,7 @@ import tf_slim as slim
 warnings.filterwarnings("ignore", message=".*layer.apply.*is deprecated")
 
 # The one place each depth is defined: per stage, its output depth and how many
-# bottleneck blocks it stacks ("num_blocks" is the seed's name for that count).
+# bottleneck blocks it stacks (the post calls that count "num_class").
 ResNet_demo = {
     # One block per stage: the small configuration for the demo and the tests.
     "layer_14": [{"depth": 256, "num_blocks": 1}, {"depth": 512, "num_blocks": 1},
@@ -147,7 +147,7 @@ def conv2d_same(inputs, num_outputs, kernel_size, stride, is_train, scope):
     would pad only on the bottom/right for even inputs and shift the grid by
     half a pixel against the 1x1 max-pool shortcut; padding explicitly by
     (k-1)/2 on both sides and convolving 'VALID' keeps both aligned on pixels
-    0, 2, 4, ... (the helper the seed calls but never defines; slim's
+    0, 2, 4, ... (the helper the post calls but never defines; slim's
     resnet_utils.conv2d_same does the same).
     """
     normalizer_params = {"is_training": is_train}
@@ -174,7 +174,7 @@ def depthFilling(input_tensor, depth):
     """Zero-pads the channels of input_tensor up to `depth` (option A shortcut).
 
     [N, H, W, C] -> [N, H, W, depth]: the input channels sit in the middle,
-    (depth - C) // 2 zero channels before them and the rest after (the seed
+    (depth - C) // 2 zero channels before them and the rest after (the post
     padded (depth - C) // 2 on both sides, one channel short for odd
     differences).
     """
@@ -209,10 +209,11 @@ def bottleneck(input_tensor, output_depth, stride, is_train, shortcut="A",
     that projection.
 
     F is 1x1 (depth/4) -> 3x3 (depth/4, carries the stride) -> 1x1 (depth).
-    The third conv is batch-normalised but not activated. The seed leaves
-    batch norm off it; bench/conv3_norm.py measured both (BENCHMARKS.md): the
-    same stage-output scale at initialisation of ResNet-152 (within 3%) and
-    the same demo accuracy (0.720 both), so the measurement does not decide.
+    The third conv is batch-normalised but not activated. The post leaves
+    batch norm off it; bench/conv3_norm.py measured both (BENCHMARKS.md,
+    "Batch norm on the third conv"): the same stage-output scale at
+    initialisation and the same demo accuracy, so the measurement does not
+    decide.
     We keep it, as the paper and slim's resnet_v1 do, because then shortcut
     option B is slim's network and its ImageNet checkpoints load.
     """
@@ -236,7 +237,7 @@ def bottleneck(input_tensor, output_depth, stride, is_train, shortcut="A",
 
 def block_strides(demos):
     """The stride of every block, stage by stage: 2 on the last block of every
-    stage but the last, 1 elsewhere (the seed's rule, slim's resnet_v1_block)."""
+    stage but the last, 1 elsewhere (the post's rule, slim's resnet_v1_block)."""
     return [[2 if (stage < len(demos) - 1 and block == demo["num_blocks"] - 1) else 1
              for block in range(demo["num_blocks"])]
             for stage, demo in enumerate(demos)]
@@ -247,15 +248,15 @@ def inference(input_tensor, demos, num_output, is_train, end_points=None, shortc
     """Logits [batch, num_output] of the ResNet described by `demos`.
 
     input_tensor: float images [batch, height, width, 3], already preprocessed
-      (FlowIO.preprocess_*). The batch size may be unknown.
+      (suite.preprocessing). The batch size may be unknown.
     demos: a list of stages from ResNet_demo, e.g. ResNet_demo["layer_50"].
     is_train: Python bool; True uses batch statistics and adds the moving
       average updates to UPDATE_OPS.
     end_points: optional dict, filled with the stem, stage and pooled outputs
       ("stem", "block1".."block4", "pool") for inspection and tests.
-    shortcut: "A" (the seed's), "B" or "C"; see bottleneck(). B and C follow
+    shortcut: "A" (the post's), "B" or "C"; see bottleneck(). B and C follow
       slim's resnet_v1 to the letter, which has no batch norm before pooling.
-    stem_kind: "imagenet" (the seed's) or "small"; see stem().
+    stem_kind: "imagenet" (the post's) or "small"; see stem().
     Build it inside `slim.arg_scope(resnet_arg_scope())`.
     """
     if shortcut not in SHORTCUTS:
@@ -274,7 +275,7 @@ def inference(input_tensor, demos, num_output, is_train, end_points=None, shortc
                         data = bottleneck(data, demo["depth"], stride, is_train, shortcut)
             end_points[f"block{stage}"] = data
         if shortcut == "A":
-            # The seed's head: a last batch norm + ReLU before pooling.
+            # The post's head: a last batch norm + ReLU before pooling.
             data = tf.nn.relu(batch_norm(data, is_train, scope="postnorm"))
         data = tf.reduce_mean(data, [1, 2], keepdims=True)
         end_points["pool"] = data
@@ -299,7 +300,7 @@ def build(images, model, num_output, is_train, weight_decay=1e-4, shortcut="A",
 
     compute_dtype: tf.float16 or tf.bfloat16 computes the layers in that type
     (float32 variables, batch-norm statistics and logits): what a GPU's
-    tensor cores run fast (hardware.Precision.graph_dtype says when).
+    tensor cores run fast (suite.hardware.precision says when).
     """
     if model not in ResNet_demo:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(ResNet_demo)}")
@@ -316,12 +317,13 @@ def build(images, model, num_output, is_train, weight_decay=1e-4, shortcut="A",
 
 
 if __name__ == "__main__":
-    # `python resnet.py` builds the three seed configurations and prints their size.
+    # `python resnet.py` builds the post's three configurations and prints their size.
     for key in ("layer_50", "layer_101", "layer_152"):
         with tf.Graph().as_default():
             images = tf.compat.v1.placeholder(tf.float32, [None, 224, 224, 3])
             logits = build(images, key, 1000, is_train=False)
-            weights = [v for v in tf.compat.v1.trainable_variables() if v.name.endswith("weights:0")]
+            weights = [v for v in tf.compat.v1.trainable_variables()
+                       if v.name.endswith("weights:0")]
             params = sum(v.shape.num_elements() for v in tf.compat.v1.trainable_variables())
             print(f"{key}: {len(weights)} weight layers, {params:,} trainable parameters, "
                   f"logits {logits.shape}")

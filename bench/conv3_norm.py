@@ -16,16 +16,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cli
+from suite.plumbing import environment
 
-cli.configure_environment()  # before TensorFlow loads
+environment.configure()  # before TensorFlow loads
 
 import numpy as np
 import tensorflow as tf
 import tf_slim as slim
 
-import FlowIO
 import resnet
+from suite.data.contract import load_dataset_info
+from suite.data.pipeline import make_dataset
 
 ORIGINAL_BOTTLENECK = resnet.bottleneck
 
@@ -61,11 +62,11 @@ def activation_scale(block_fn):
 
 def train_and_validate(block_fn, steps, data_dir="data/tfrecords"):
     resnet.bottleneck = block_fn
-    info = FlowIO.load_dataset_info(data_dir)
+    info = load_dataset_info(data_dir)
     num_classes = len(info["classes"])
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         tf.compat.v1.set_random_seed(0)
-        dataset = FlowIO.make_dataset(data_dir, "train", 32, 32, training=True, seed=0)
+        dataset = make_dataset(data_dir, "train", 32, 32, training=True, seed=0)
         images, labels, _ = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
         step = tf.compat.v1.train.get_or_create_global_step()
         logits = resnet.build(images, "layer_14", num_classes, is_train=True)
@@ -74,7 +75,7 @@ def train_and_validate(block_fn, steps, data_dir="data/tfrecords"):
         lr = 0.0125 * 0.5 * (1 + tf.cos(np.pi * tf.cast(step, tf.float32) / steps))
         train_op = slim.learning.create_train_op(
             loss, tf.compat.v1.train.MomentumOptimizer(lr, 0.9), global_step=step)
-        val = FlowIO.make_dataset(data_dir, "validation", 32, 100, training=False)
+        val = make_dataset(data_dir, "validation", 32, 100, training=False)
         val_images, val_labels, _ = tf.compat.v1.data.make_one_shot_iterator(val).get_next()
         with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True):
             val_logits = resnet.build(val_images, "layer_14", num_classes, is_train=False)

@@ -1,4 +1,4 @@
-"""Conversion speed: FlowIO.convert against a single-process slim-style converter.
+"""Conversion speed: FlowIO.py's suite.data.convert against a single-process slim-style converter.
 
     python bench/convert_speed.py [--num_images 2000] [--rounds 3]
 
@@ -11,9 +11,10 @@ TF-slim's keys:
           are decoded with tf.io.decode_jpeg in one tf.compat.v1.Session (to
           learn height and width and to prove the file decodes), then written
           as a tf.train.Example, 5 shards per split, 20% held out.
-  flowio  FlowIO.convert(image_dir, output_dir) with its defaults: all cores,
-          Pillow decoding and checking, duplicate detection, a 20% stratified
-          split, automatic shard count, dataset.json.
+  flowio  suite.data.convert.convert(image_dir, output_dir), what FlowIO.py
+          runs, with its defaults: all cores, Pillow decoding and checking,
+          duplicate detection, a 20% stratified split, automatic shard count,
+          dataset.json.
 
 Each run is a fresh Python process (so FlowIO forks its workers from a
 process where TensorFlow has run nothing, as in `python FlowIO.py`), and the
@@ -122,12 +123,12 @@ def trial(contender, image_dir, output_dir):
     shutil.rmtree(output_dir, ignore_errors=True)
     os.makedirs(output_dir)
     if contender == "flowio":
-        import FlowIO
+        from suite.data.convert import convert
     cpu_before, start = cpu_seconds(), time.perf_counter()
     if contender == "slim":
         images = slim_style_convert(image_dir, output_dir)
     else:
-        info = FlowIO.convert(image_dir, output_dir)
+        info = convert(image_dir, output_dir)
         images = sum(info["num_examples"].values())
     seconds, cpu_after = time.perf_counter() - start, cpu_seconds()
     if contender == "flowio":

@@ -33,8 +33,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WINDOW = 5
 
 
+sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
-from conftest import free_ports, make_colour_images  # noqa: E402  (the tests' helpers)
+from suite.plumbing import environment  # noqa: E402
+
+environment.configure()  # the tests' helpers load TensorFlow
+
+from helpers import free_ports, make_colour_images  # noqa: E402  (the tests' helpers)
 
 
 def make_data(root):
@@ -53,7 +58,7 @@ def train_command(args, data_dir, model_dir, batch, num_train):
             "--seed", "1", "--eval_every_epochs", "0", "--log_every_steps", str(WINDOW),
             "--save_every_steps", str(10 * args.steps), "--save_every_secs", "1e9",
             # One precision for all: auto picks bf16 on some CPUs, but a cluster
-            # of CPU workers trains in fp32 (train.py: _training_precision).
+            # of CPU workers trains in fp32 (suite.training.run.training_precision).
             "--precision", "fp32"]
 
 
@@ -104,7 +109,6 @@ def main():
                "(1 device, half batch)")
     with tempfile.TemporaryDirectory(prefix="distributed-overhead-") as workdir:
         data_dir = args.data_dir or make_data(workdir)
-        sys.path.insert(0, REPO)
         import json
         with open(os.path.join(data_dir, "dataset.json"), encoding="utf-8") as f:
             num_train = json.load(f)["num_examples"]["train"]

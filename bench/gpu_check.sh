@@ -25,9 +25,10 @@ python -c "import tensorflow as tf; print('GPUs:', tf.config.list_physical_devic
     2>&1 | tail -1 | tee "$out/devices.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv 2>/dev/null \
     >> "$out/devices.txt" || true
-python -c "import cli; cli.configure_environment(); import hardware
-print('auto for training:', hardware.choose_precision())
-print('auto for prediction:', hardware.choose_precision(purpose='prediction'))" \
+python -c "from suite.plumbing import environment; environment.configure()
+from suite.hardware.precision import choose_precision
+print('auto for training:', choose_precision())
+print('auto for prediction:', choose_precision(purpose='prediction'))" \
     2>&1 | grep "^auto" | tee -a "$out/devices.txt"
 
 python FlowIO.py --output_dir "$out/tfrecords" > "$out/flowio.txt" 2>&1
@@ -55,7 +56,7 @@ if [ "${gpus:-0}" -gt 1 ]; then
         timeout -s INT 120 python train.py --data_dir "$out/tfrecords" \
             --model_dir "$out/models_${n}gpu" --model layer_50 --image_size 224 \
             --batch_size "$batch" --num_gpus "$n" --epochs 100000 --eval_every_epochs 0 \
-            --save_every_secs 100000 --log_every_steps 10 --mixed_precision --xla \
+            --save_every_secs 100000 --log_every_steps 10 --precision fp16 --xla \
             > "$out/multi_gpu_$n.log" 2>&1 || true
         echo "$n GPU(s): $(grep -o '[0-9.]* img/s' "$out/multi_gpu_$n.log" | tail -3 | tr '\n' ' ')" \
             | tee -a "$out/multi_gpu.txt"

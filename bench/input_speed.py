@@ -1,4 +1,4 @@
-"""Training input speed at 224 px: FlowIO.make_dataset against Keras' image_dataset_from_directory.
+"""Training input speed at 224 px: suite.data.pipeline against Keras' image_dataset_from_directory.
 
     python bench/input_speed.py [--num_images 2000] [--batches 20] [--rounds 6]
                                 [--resnet_steps 0]
@@ -10,9 +10,10 @@ area with aspect ratio 3/4..4/3 (tf.image.sample_distorted_bounding_box),
 resized to 224x224 (bilinear, antialiased), a random left-right flip, and
 ImageNet mean/std normalisation.
 
-  flowio  FlowIO.make_dataset(records, "train", 224, 32, training=True) over
-          the TFRecords that FlowIO.convert makes from the photos at the start
-          (under /tmp/bench-input/; not timed).
+  flowio  suite.data.pipeline.make_dataset(records, "train", 224, 32,
+          training=True), train.py's input pipeline, over the TFRecords that
+          FlowIO.py's conversion (suite.data.convert) makes from the photos at
+          the start (under /tmp/bench-input/; not timed).
   keras   keras.utils.image_dataset_from_directory(photos, image_size=(600, 800),
           batch_size=None) -- the photos' own size, so the crop is taken from
           the full picture as FlowIO's is -- then .repeat(), a tf.data map
@@ -45,15 +46,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-import numpy as np  # noqa: E402
 import photos  # noqa: E402
-import cli  # noqa: E402
+from suite.plumbing import environment  # noqa: E402
 
-cli.configure_environment()  # before TensorFlow loads
+environment.configure()  # before TensorFlow loads
 
-import FlowIO  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
+
+from suite.data.convert import convert  # noqa: E402
+from suite.data.pipeline import make_dataset  # noqa: E402
+from suite.preprocessing.augment import AUGMENTATIONS  # noqa: E402
+from suite.preprocessing.normalization import normalize  # noqa: E402
 
 RECORDS_ROOT = "/tmp/bench-input"
 IMAGE_SIZE = 224
@@ -62,21 +66,21 @@ CITED_RESNET50_RATE = 3.0  # images/s, README.md (train.py --model layer_50 --im
 
 
 def records_for(image_dir):
-    """FlowIO's TFRecords of image_dir, converted afresh (a few seconds) so that
-    they are what the current FlowIO.py writes."""
+    """FlowIO.py's TFRecords of image_dir, converted afresh (a few seconds) by
+    suite.data.convert so that they are what the current FlowIO.py writes."""
     output_dir = os.path.join(RECORDS_ROOT, os.path.basename(image_dir))
     print(f"converting {image_dir} -> {output_dir} (not timed)", flush=True)
-    return output_dir, FlowIO.convert(image_dir, output_dir)
+    return output_dir, convert(image_dir, output_dir)
 
 
 def flowio_dataset(records_dir):
-    return FlowIO.make_dataset(records_dir, "train", IMAGE_SIZE, BATCH_SIZE, training=True)
+    return make_dataset(records_dir, "train", IMAGE_SIZE, BATCH_SIZE, training=True)
 
 
 def keras_augment(image, label):
-    """The same training transform as FlowIO.preprocess_for_train's standard
-    preset (photos), on a decoded image."""
-    preset = FlowIO.AUGMENTATIONS["standard"]
+    """The same training transform as suite.preprocessing.augment's
+    preprocess_for_train with the standard preset (photos), on a decoded image."""
+    preset = AUGMENTATIONS["standard"]
     begin, size, _ = tf.image.sample_distorted_bounding_box(
         tf.shape(image), bounding_boxes=tf.zeros([1, 0, 4]), min_object_covered=0.0,
         aspect_ratio_range=preset["aspect"], area_range=preset["area"],
@@ -84,7 +88,7 @@ def keras_augment(image, label):
     image = tf.slice(image, begin, size)
     image = tf.image.resize(image, [IMAGE_SIZE, IMAGE_SIZE], antialias=True)
     image = tf.image.random_flip_left_right(image)
-    return FlowIO.normalize(image), label
+    return normalize(image), label
 
 
 def keras_dataset(image_dir):
@@ -124,28 +128,23 @@ def time_segment(make, warmup, batches):
 
 
 def resnet50_rate(steps):
-    """images/s of ResNet-50 training steps at 224 px, batch 32, as train.py builds
-    them (momentum SGD, weight decay, batch-norm updates), on fixed random inputs
-    so that only the network is timed."""
-    import tf_slim as slim
-    import resnet
-    with tf.Graph().as_default():
-        rng = np.random.default_rng(0)
-        images = tf.constant(rng.standard_normal((BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 3),
-                                                 dtype=np.float32))
-        labels = tf.constant(rng.integers(0, 5, BATCH_SIZE, dtype=np.int32))
-        logits = resnet.build(images, "layer_50", 5, is_train=True)
-        loss = tf.compat.v1.losses.softmax_cross_entropy(tf.one_hot(labels, 5), logits)
-        loss += tf.compat.v1.losses.get_regularization_loss()
-        train_op = slim.learning.create_train_op(
-            loss, tf.compat.v1.train.MomentumOptimizer(0.0125, 0.9), check_numerics=False)
-        with tf.compat.v1.Session() as session:
+    """images/s of ResNet-50 training steps at 224 px, batch 32, fp32, of train.py's
+    own graph (bench/train_speed.py's build_ours: the product's
+    suite.training.graph.build_training_graph), on fixed random inputs so that
+    only the network is timed."""
+    import argparse
+    from train_speed import build_ours  # bench/ is on sys.path
+    graph, train_op, config = build_ours(argparse.Namespace(
+        data_dir=None, precision="fp32", model="layer_50", image_size=IMAGE_SIZE,
+        batch_size=BATCH_SIZE, xla=False))
+    with tf.compat.v1.Session(graph=graph, config=config) as session:
+        with graph.as_default():
             session.run(tf.compat.v1.global_variables_initializer())
-            session.run(train_op)  # warm-up: graph optimisation, memory allocation
-            start = time.perf_counter()
-            for _ in range(steps):
-                session.run(train_op)
-            return steps * BATCH_SIZE / (time.perf_counter() - start)
+        session.run(train_op)  # warm-up: graph optimisation, memory allocation
+        start = time.perf_counter()
+        for _ in range(steps):
+            session.run(train_op)
+        return steps * BATCH_SIZE / (time.perf_counter() - start)
 
 
 def main():

@@ -2,15 +2,17 @@
 training steps of train.py's graph, or prediction batches as Evaluation.py
 and useModel.py run them.
 
-    python bench/precision_speed.py [--mode train|predict] [--model layer_14]
+    python bench/precision_speed.py [--mode train|predict] [--model layer_14] [--stem imagenet|small]
                                     [--image_size 32] [--batch_size 32]
                                     [--precisions fp32,bf16] [--steps 20] [--rounds 6]
 
-train: bench/train_speed.py's graph (train.py's: synthetic input, momentum
-SGD, batch norm in training mode, this CPU's weight-gradient limits) in each
-precision, each in its own session. predict: the eval-mode network with
+train: bench/train_speed.py's graph (build_ours: train.py's, built by the
+product's suite.training.graph.build_training_graph with --stem, by default
+the one train.py chooses for --image_size; synthetic input, momentum SGD, batch norm in
+training mode, this CPU's weight-gradient limits) in each precision, each in
+its own session. predict: the eval-mode network (the ImageNet stem) with
 random weights saved as a checkpoint, as the scripts load it
-(modeldir.frozen_network: weights folded in as constants), and, as
+(suite.model.network.frozen_network: weights folded in as constants), and, as
 "PRECISION variables", the same network reading its weights from variables
 (how the scripts ran before), to show what freezing does.
 
@@ -35,7 +37,8 @@ def training_contenders(args):
     for precision in args.precisions.split(","):
         graph, train_op, config = build_ours(argparse.Namespace(
             data_dir=None, precision=precision, model=args.model,
-            image_size=args.image_size, batch_size=args.batch_size, xla=False))
+            image_size=args.image_size, batch_size=args.batch_size, stem=args.stem,
+            xla=False))
         session = tf.compat.v1.Session(graph=graph, config=config)
         with graph.as_default():
             session.run(tf.compat.v1.global_variables_initializer())
@@ -46,16 +49,17 @@ def training_contenders(args):
 def prediction_contenders(args, folder):
     import numpy as np
     import tensorflow as tf
-    import hardware
-    import modeldir
     import resnet
+    from suite.hardware.precision import choose_precision, session_config
+    from suite.model.checkpoints import restore
+    from suite.model.network import build_network, frozen_network, import_network
 
     manifest = {"model": args.model, "image_size": args.image_size, "shortcut": "A",
                 "labels": [str(i) for i in range(10)]}
     checkpoint = os.path.join(folder, "model.ckpt-0")
     with tf.Graph().as_default():
-        modeldir.build_network(tf.zeros([1, args.image_size, args.image_size, 3]), manifest,
-                               is_train=False)
+        build_network(tf.zeros([1, args.image_size, args.image_size, 3]), manifest,
+                      is_train=False)
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
             tf.compat.v1.train.Saver().save(session, checkpoint)
@@ -63,8 +67,8 @@ def prediction_contenders(args, folder):
         size=(args.batch_size, args.image_size, args.image_size, 3)).astype(np.float32)
     contenders = {}
     for name in args.precisions.split(","):
-        precision = hardware.choose_precision(name)
-        config = hardware.session_config(False, precision)
+        precision = choose_precision(name)
+        config = session_config(False, precision)
         for frozen in (True, False):
             graph = tf.Graph()
             with graph.as_default():
@@ -72,16 +76,16 @@ def prediction_contenders(args, folder):
                 # would let TensorFlow fold the whole frozen network away).
                 images = tf.compat.v1.placeholder(tf.float32, pixels.shape)
                 if frozen:
-                    network, _ = modeldir.frozen_network(manifest, folder, checkpoint,
-                                                         precision.graph_dtype)
-                    logits = modeldir.import_network(network, images)
+                    network, _ = frozen_network(manifest, folder, checkpoint,
+                                                precision.graph_dtype)
+                    logits = import_network(network, images)
                 else:
                     logits = resnet.build(images, args.model, 10, is_train=False,
                                           compute_dtype=precision.graph_dtype)
                 probabilities = tf.nn.softmax(logits)
                 session = tf.compat.v1.Session(graph=graph, config=config)
                 if not frozen:
-                    modeldir.restore(session, checkpoint)
+                    restore(session, checkpoint)
             contenders[name + ("" if frozen else " variables")] = (session, probabilities,
                                                                    {images: pixels})
     return contenders
@@ -91,6 +95,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("train", "predict"), default="train")
     parser.add_argument("--model", default="layer_14")
+    parser.add_argument("--stem", choices=("imagenet", "small"), default=None,
+                        help="training's stem (default: the one train.py chooses for "
+                             "--image_size)")
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--precisions", default="fp32,bf16",
@@ -99,9 +106,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     sys.path.insert(0, REPO)
-    import cli
-    cli.configure_environment()  # before TensorFlow loads
-    import hardware
+    from suite.plumbing import environment
+    environment.configure()  # before TensorFlow loads
+    from suite.hardware.precision import choose_precision
 
     with tempfile.TemporaryDirectory() as folder:
         contenders = (training_contenders(args) if args.mode == "train"
@@ -117,7 +124,7 @@ def main():
                     session.run(fetch, feed)
                 speed[name].append(args.steps * args.batch_size / (time.perf_counter() - start))
     first = next(iter(contenders))
-    auto = hardware.choose_precision(purpose="training" if args.mode == "train" else "prediction")
+    auto = choose_precision(purpose="training" if args.mode == "train" else "prediction")
     print(f"{args.mode}, {args.model}, {args.image_size} px, batch {args.batch_size}, "
           f"{args.rounds} rounds of {args.steps} steps taking turns; auto here: {auto}")
     for name in contenders:

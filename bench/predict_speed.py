@@ -18,13 +18,14 @@ Set-up (cached in --workdir, not timed):
            noise, quality 90), one folder.
   ours     a layer_50 model at 224 px with 1000 classes, random initialisation,
            written in train.py's format (model.json + labels.txt from
-           modeldir.write_manifest, a tf.compat.v1.train.Saver checkpoint
-           model.ckpt-0 with relative paths), loaded with
-           useModel.Classifier(model_dir, batch_size, precision). Per image it checks the
-           file with Pillow (imagefile.encode_image_file: decode, EXIF, colour
-           mode; a plain JPEG is passed on byte for byte), then the graph
-           decodes, resizes the shorter side to 256 (antialiased) and
-           centre-crops 224 (FlowIO.preprocess_for_eval).
+           suite.model.manifest.write_manifest, a tf.compat.v1.train.Saver
+           checkpoint model.ckpt-0 with relative paths), loaded with
+           suite.prediction.classifier.Classifier(model_dir, batch_size,
+           precision), which useModel.py runs. Per image it checks the file
+           with Pillow (suite.images.decoding.encode_image_file: decode, EXIF,
+           colour mode; a plain JPEG is passed on byte for byte), then the
+           graph decodes, resizes the shorter side to 256 (antialiased) and
+           centre-crops 224 (suite.preprocessing.evaluation.preprocess_for_eval).
   keras    tf.keras.applications.ResNet50(weights=None), in the Keras policy of
            the same precision (mixed_bfloat16, mixed_float16), model.predict over a
            tf.data pipeline of the same files: read_file, decode_jpeg, resize
@@ -77,15 +78,16 @@ sys.path.insert(0, REPO)
 import numpy as np
 from PIL import Image
 
-import cli
+from suite.plumbing import environment
 
-cli.configure_environment()  # before TensorFlow loads
+environment.configure()  # before TensorFlow loads
 
 import tensorflow as tf
 
-import modeldir
 import resnet
-import useModel
+from suite.model.checkpoints import CHECKPOINT_PREFIX, list_checkpoints
+from suite.model.manifest import MANIFEST_FILE, write_manifest
+from suite.prediction.classifier import Classifier
 from train_speed import KERAS_POLICIES  # bench/ is the script's folder, on sys.path
 
 SIZE = 224
@@ -111,23 +113,24 @@ def make_images(folder, count, seed=0):
 
 def write_model_dir(model_dir, model, image_size, num_classes):
     """A randomly initialised model folder in train.py's format; kept if there."""
-    if os.path.exists(os.path.join(model_dir, modeldir.MANIFEST_FILE)) and \
-            modeldir.list_checkpoints(model_dir):
+    if os.path.exists(os.path.join(model_dir, MANIFEST_FILE)) and \
+            list_checkpoints(model_dir):
         return model_dir
     labels = [f"class_{i:04d}" for i in range(num_classes)]
-    modeldir.write_manifest(model_dir, {
+    write_manifest(model_dir, {
         "model": model, "num_classes": num_classes, "image_size": image_size,
         "shortcut": "A", "preprocessing": {"max_side": None},
-        "data": {"fingerprint": "random initialisation (bench)"}}, labels)
+        "data": {"fingerprint": "random initialisation (bench)"}, "labels": labels})
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         tf.compat.v1.set_random_seed(0)
         images = tf.compat.v1.placeholder(tf.float32, [None, image_size, image_size, 3])
         resnet.build(images, model, num_classes, is_train=False)
         tf.compat.v1.train.get_or_create_global_step()
         session.run(tf.compat.v1.global_variables_initializer())
-        # As modeldir.save_checkpoint writes it: relative paths, no meta graph.
+        # As suite.model.checkpoints.save_checkpoint writes it: relative paths,
+        # no meta graph.
         tf.compat.v1.train.Saver(save_relative_paths=True).save(
-            session, os.path.join(model_dir, modeldir.CHECKPOINT_PREFIX), global_step=0,
+            session, os.path.join(model_dir, CHECKPOINT_PREFIX), global_step=0,
             write_meta_graph=False)
     return model_dir
 
@@ -180,8 +183,7 @@ def classify_keras(model, paths, batch_size):
 def throughput(args, paths):
     model_dir = write_model_dir(os.path.join(args.workdir, "layer_50-224"), "layer_50", SIZE, 1000)
     start = time.perf_counter()
-    classifier = useModel.Classifier(model_dir, batch_size=args.batch_size,
-                                     precision=args.precision)
+    classifier = Classifier(model_dir, batch_size=args.batch_size, precision=args.precision)
     print(f"ours: Classifier(layer_50, {SIZE} px) loaded in {time.perf_counter() - start:.1f} s; "
           f"{classifier.precision}")
     start = time.perf_counter()

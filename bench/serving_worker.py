@@ -8,6 +8,7 @@ is that runtime's alone).
 
 RUNTIME and MODEL:
   classifier   a model folder: useModel.Classifier(MODEL).predict(paths)
+               (suite.prediction.classifier.Classifier)
   saved_model  a SavedModel version folder of useModel.py --export: the file
                bytes to its serving_default signature
   litert       a .tflite of --export_tflite, in ai_edge_litert's Interpreter,
@@ -55,18 +56,18 @@ sys.path.insert(0, os.path.join(REPO, "clients"))
 
 import numpy as np
 
-import cli
+from suite.plumbing import environment  # imports no TensorFlow
 
 
 def load_classifier(model, args):
-    cli.configure_environment()  # loads TensorFlow: only the TensorFlow runtimes call it
-    import useModel
-    classifier = useModel.Classifier(model, batch_size=args.batch_size)
+    environment.configure()  # loads TensorFlow: only the TensorFlow runtimes call it
+    from suite.prediction.classifier import Classifier
+    classifier = Classifier(model, batch_size=args.batch_size)
     return classifier.predict, None
 
 
 def load_saved_model(model, args):
-    cli.configure_environment()
+    environment.configure()
     import tensorflow as tf
     serve = tf.saved_model.load(model).signatures["serving_default"]
 

@@ -5,11 +5,11 @@
 DIR is a finished `bench/fashion_mnist.py --work_dir DIR` run: its models/,
 its tfrecords/ (FlowIO's validation split of the training file) and test/
 (the official test file as class folders). One checkpoint (best/ when there
-is one, as Evaluation.py) through useModel.Classifier, the same graph as
-useModel.py, scored four ways:
+is one, as Evaluation.py) through useModel.Classifier
+(suite.prediction.classifier), the same graph as useModel.py, scored four ways:
 
-- as stored: the bytes FlowIO keeps (a PNG re-encoded as JPEG, quality 95),
-  which is what Evaluation.py and useModel.py see;
+- as stored: the bytes FlowIO keeps (a PNG re-encoded as JPEG, quality 95,
+  by suite.images.decoding), which is what Evaluation.py and useModel.py see;
 - lossless: the test files' own PNG bytes (validation exists only as stored);
 - flip average, lossless flip: the mean of the probabilities of the image and
   of its left-right flip, the flip written as PNG;
@@ -32,9 +32,11 @@ sys.path.insert(0, REPO)
 
 import tensorflow as tf  # noqa: E402
 
-import FlowIO  # noqa: E402
-import imagefile  # noqa: E402
-import useModel  # noqa: E402
+from suite.data.contract import shard_paths  # noqa: E402
+from suite.data.folders import find_images  # noqa: E402
+from suite.images.decoding import (encode_image_bytes, encode_image_file,  # noqa: E402
+                                   read_image_file)
+from suite.prediction.classifier import Classifier  # noqa: E402
 
 
 def flipped_png(encoded):
@@ -44,7 +46,7 @@ def flipped_png(encoded):
 
 
 def flipped_as_stored(encoded):
-    return imagefile.encode_image_bytes(flipped_png(encoded))[0]
+    return encode_image_bytes(flipped_png(encoded))[0]
 
 
 def top1(classifier, encoded, labels, flip=None, batch=256):
@@ -61,7 +63,7 @@ def top1(classifier, encoded, labels, flip=None, batch=256):
 
 def validation_records(records_dir):
     encoded, labels = [], []
-    for path in FlowIO.shard_paths(records_dir, "validation"):
+    for path in shard_paths(records_dir, "validation"):
         for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
             feature = tf.train.Example.FromString(record).features.feature
             encoded.append(feature["image/encoded"].bytes_list.value[0])
@@ -71,7 +73,7 @@ def validation_records(records_dir):
 
 def test_files(test_dir, class_names):
     """Every file of the class folders, as Evaluation.py --image_dir finds them."""
-    found = FlowIO.find_images(test_dir)[0]
+    found = find_images(test_dir)[0]
     paths, labels = [], []
     for index, name in enumerate(class_names):
         paths += found.get(name, [])
@@ -84,13 +86,13 @@ def main():
     parser.add_argument("--work_dir", required=True, help="a finished bench/fashion_mnist.py run")
     parser.add_argument("--checkpoint", default=None, help="as useModel.py (default: best/)")
     args = parser.parse_args()
-    classifier = useModel.Classifier(os.path.join(args.work_dir, "models"), args.checkpoint)
+    classifier = Classifier(os.path.join(args.work_dir, "models"), args.checkpoint)
     print(classifier.checkpoint_description)
 
     encoded, labels = validation_records(os.path.join(args.work_dir, "tfrecords"))
     paths, test_labels = test_files(os.path.join(args.work_dir, "test"), classifier.labels)
-    stored = [imagefile.encode_image_file(p)[0] for p in paths]
-    lossless = [imagefile.read_image_file(p) for p in paths]
+    stored = [encode_image_file(p)[0] for p in paths]
+    lossless = [read_image_file(p) for p in paths]
 
     rows = [
         ("as stored (Evaluation.py)", top1(classifier, encoded, labels),

@@ -3,10 +3,11 @@
     python bench/train_profile.py [--model layer_50] [--image_size 224] [--batch_size 32]
                                   [--precision fp32|bf16|fp16|auto]
 
-Builds the same training graph as bench/train_speed.py (synthetic input,
-momentum SGD, GATE_NONE, batch norm in training mode, oneDNN on, the
-session settings of --precision: bf16 on a CPU is oneDNN's rewrite, whose
-kernels and casts the trace shows), runs two
+Builds the same training graph as bench/train_speed.py (build_ours: the
+product's suite.training.graph.build_training_graph on synthetic input, with
+the stem train.py chooses for --image_size; momentum SGD, GATE_NONE, batch
+norm in training mode, oneDNN on, the session settings of --precision: bf16
+on a CPU is oneDNN's rewrite, whose kernels and casts the trace shows), runs two
 warm-up steps, then one step with a full trace. The session runs one op at a
 time (inter_op_parallelism_threads=1, each op still using every core), so the
 op times add up to the step instead of overlapping.
@@ -14,8 +15,8 @@ op times add up to the step instead of overlapping.
 Prints the time per op type, and for the three convolution passes (forward,
 gradient of the input, gradient of the weights) the multiply-adds they did
 and the GFLOP/s they reached: the figure to compare with the CPU's FMA peak.
-The weight gradients that cpu_gradients.py computes as matrix products or
-swapped convs count as weight gradients.
+The weight gradients that suite.training.cpu_gradients computes as matrix
+products or swapped convs count as weight gradients.
 """
 import argparse
 import collections
@@ -30,7 +31,7 @@ CONV_PASSES = {"Conv2D": "forward", "Conv2DBackpropInput": "gradient of input",
 
 
 def weight_gradient_pass(op):
-    """The pass name for the ops cpu_gradients.py computes weight
+    """The pass name for the ops suite.training.cpu_gradients computes weight
     gradients with (a MatMul or a swapped Conv2D inside the gradients), else None."""
     if op.name.startswith("gradients/resnet/") and op.type in ("Conv2D", "MatMul"):
         return "gradient of weights"

@@ -3,20 +3,24 @@
     python bench/train_speed.py [--models layer_50] [--image_size 224] [--batch_size 32]
                                 [--steps 3] [--rounds 2] [--data_dir DIR]
                                 [--precision fp32|bf16|fp16|auto|fp32,bf16] [--xla]
+                                [--stem imagenet|small]
 
 Each measurement runs in its own process (so peak memory is per contender),
 and the contenders take turns (ours, Keras, ours, Keras, ...) so that drift on
 a shared machine hits both. Each process builds its model, runs one warm-up
 step, then times --steps training steps (momentum SGD, softmax cross-entropy,
-batch norm in training mode). Ours: train.py's graph (tf.compat.v1 Session,
-oneDNN on, fused batch norm). Keras: tf.keras.applications.ResNet50/101/152
-(weights=None) in a plain tf.function training step. Input: synthetic
-in-memory images, or with --data_dir, real TFRecords through FlowIO's
-training pipeline (ours only; Keras gets the synthetic batch).
+batch norm in training mode). Ours: train.py's graph, built by the product's
+own suite.training.graph.build_training_graph (tf.compat.v1 Session, oneDNN
+on, fused batch norm), with the stem train.py would choose for --image_size
+(suite.training.config.default_stem: the small stem up to 32 px) unless
+--stem says. Keras: tf.keras.applications.ResNet50/101/152 (weights=None) in
+a plain tf.function training step. Input: synthetic in-memory images, or
+with --data_dir, real TFRecords through the training input pipeline
+(suite.data.pipeline; ours only; Keras gets the synthetic batch).
 
 --precision runs both contenders in that precision, as train.py's
---precision does (hardware.choose_precision; default fp32): ours with train.py's
-graph and session settings, Keras with the matching policy (bf16:
+--precision does (suite.hardware.precision.choose_precision; default fp32):
+ours with train.py's graph and session settings, Keras with the matching policy (bf16:
 mixed_bfloat16; fp16: mixed_float16 and a LossScaleOptimizer). A
 comma-separated list (fp32,bf16) measures each precision in turn, all
 contenders of all precisions alternating, and prints each one's speed
@@ -51,7 +55,7 @@ def peak_gflops(precision, cpuinfo="/proc/cpuinfo"):
     AVX-512) x 2 flops. bf16: AMX's 1,024 flops per cycle (amx_bf16); AVX-512
     BF16's dot products, twice fp32's; else fp32's (emulated)."""
     sys.path.insert(0, REPO)
-    import hardware
+    from suite.hardware.precision import cpu_flags
 
     cores = os.cpu_count() or 1
     ghz, vendor = 3.0, ""
@@ -63,7 +67,7 @@ def peak_gflops(precision, cpuinfo="/proc/cpuinfo"):
         vendor = next((l.split(":")[1].strip() for l in lines if l.startswith("vendor_id")), "")
     except OSError:
         pass
-    flags = hardware.cpu_flags(cpuinfo)
+    flags = cpu_flags(cpuinfo)
     lanes = 16 if "avx512f" in flags and vendor == "GenuineIntel" else 8
     per_cycle, how = 2 * lanes * 2, f"2 FMA x {lanes} lanes x 2 flops"
     if precision == "bf16" and "amx_bf16" in flags:
@@ -99,60 +103,59 @@ def forward_macs(graph):
 
 
 def build_ours(args, weight_gradient_limits=None):
-    """train.py's training graph over synthetic images (or --data_dir's
-    TFRecords) in args.precision: (graph, train_op, session config).
-    bench/train_profile.py times the same one; bench/weight_gradients.py also
-    builds it with other weight_gradient_limits (a cpu_gradients.Limits;
-    default: this CPU's)."""
+    """train.py's training graph, built by the product's own code
+    (suite.training.graph.build_training_graph with the defaults of
+    suite.training.config), over a fixed synthetic batch (or --data_dir's
+    TFRecords through the input pipeline) in args.precision: (graph,
+    train_op, session config). The stem is the one train.py would choose at
+    args.image_size unless args.stem says. bench/train_profile.py times the
+    same graph; bench/weight_gradients.py also builds it with other
+    weight_gradient_limits (a cpu_gradients.Limits; default: this CPU's)."""
     sys.path.insert(0, REPO)
     import numpy as np
-    import cli
-    cli.configure_environment()  # before TensorFlow loads
-    import cpu_gradients
-    import FlowIO
-    import hardware
-    import resnet
+    from suite.plumbing import environment
+    environment.configure()  # before TensorFlow loads
     import tensorflow as tf
-    import tf_slim as slim
+    from suite.data.contract import load_dataset_info
+    from suite.hardware.precision import choose_precision, session_config
+    from suite.training.config import Network, default_stem, fixed_config
+    from suite.training.graph import build_training_graph
 
-    precision = hardware.choose_precision(getattr(args, "precision", "fp32"))
+    precision = choose_precision(getattr(args, "precision", "fp32"))
+    labels = (load_dataset_info(args.data_dir)["classes"] if args.data_dir
+              else [str(label) for label in range(10)])
+    network = Network(model=args.model, shortcut="A",
+                      stem=getattr(args, "stem", None) or default_stem(args.image_size),
+                      image_size=args.image_size, labels=tuple(labels))
+    config = fixed_config(network, precision, args.batch_size, args.data_dir,
+                          getattr(args, "xla", False))
     graph = tf.Graph()
     with graph.as_default():
-        if args.data_dir:
-            dataset = FlowIO.make_dataset(args.data_dir, "train", args.image_size,
-                                          args.batch_size, training=True)
-            images, labels, _ = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
-            num_classes = len(FlowIO.load_dataset_info(args.data_dir)["classes"])
-        else:
+        batch = None  # with --data_dir: the input pipeline
+        if not args.data_dir:
             rng = np.random.default_rng(0)
             images = tf.constant(rng.normal(size=(args.batch_size, args.image_size,
                                                   args.image_size, 3)).astype(np.float32))
             labels = tf.constant(rng.integers(0, 10, args.batch_size).astype(np.int32))
-            num_classes = 10
-        # As train.py builds it:
-        with cpu_gradients.faster_weight_gradients(precision, weight_gradient_limits):
-            logits = resnet.build(images, args.model, num_classes, is_train=True,
-                                  compute_dtype=precision.graph_dtype)
-        loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels, logits) + tf.add_n(
-            [tf.cast(l, tf.float32) for l in tf.compat.v1.losses.get_regularization_losses()])
-        step = tf.compat.v1.train.get_or_create_global_step()
-        optimizer = tf.compat.v1.train.MomentumOptimizer(0.01, 0.9)
-        if precision.loss_scaling:
-            optimizer = tf.compat.v1.mixed_precision.MixedPrecisionLossScaleOptimizer(
-                optimizer, "dynamic")
-        train_op = slim.learning.create_train_op(  # as train.py builds it
-            loss, optimizer, global_step=step,
-            check_numerics=False, gate_gradients=tf.compat.v1.train.Optimizer.GATE_NONE)
-    return graph, train_op, hardware.session_config(getattr(args, "xla", False), precision)
+            batch = (images, tf.one_hot(labels, 10), labels)
+        train_op = build_training_graph(config, batch, weight_gradient_limits)["train_op"]
+    return graph, train_op, session_config(config.xla, precision)
 
 
 def measure_ours(args):
     graph, train_op, config = build_ours(args)
-    import resnet
     import tensorflow as tf
+    from suite.model.network import build_network
+    from suite.training.config import Network, default_stem
 
-    with tf.Graph().as_default():  # count the forward pass of one image
-        resnet.build(tf.zeros([1, args.image_size, args.image_size, 3]), args.model, 10, False)
+    # Count the forward pass of one image, of the network build_ours trains
+    # (the same stem).
+    network = Network(model=args.model, shortcut="A",
+                      stem=args.stem or default_stem(args.image_size),
+                      image_size=args.image_size, labels=tuple(str(i) for i in range(10)))
+    with tf.Graph().as_default():
+        build_network(tf.zeros([1, args.image_size, args.image_size, 3]), network.manifest(),
+                      is_train=False)
         macs = forward_macs(tf.compat.v1.get_default_graph())
     with tf.compat.v1.Session(graph=graph, config=config) as session:
         session.run(tf.compat.v1.global_variables_initializer())
@@ -212,7 +215,8 @@ def run_child(args, contender, model, precision):
     command = [sys.executable, os.path.abspath(__file__), "--child", contender, "--models", model,
                "--image_size", str(args.image_size), "--batch_size", str(args.batch_size),
                "--steps", str(args.steps), "--precision", precision] \
-        + (["--data_dir", args.data_dir] if args.data_dir else []) + (["--xla"] if args.xla else [])
+        + (["--data_dir", args.data_dir] if args.data_dir else []) \
+        + (["--xla"] if args.xla else []) + (["--stem", args.stem] if args.stem else [])
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     if result.returncode != 0:
         raise SystemExit(f"{contender} {precision} {model} failed:\n{result.stderr[-3000:]}")
@@ -222,13 +226,13 @@ def run_child(args, contender, model, precision):
 def resolve_precisions(text):
     """--precision's list, "auto" resolved as train.py resolves it (printed)."""
     sys.path.insert(0, REPO)
-    import cli
-    cli.configure_environment()
-    import hardware
+    from suite.plumbing import environment
+    environment.configure()  # before TensorFlow loads
+    from suite.hardware.precision import choose_precision
 
     precisions = []
     for name in text.split(","):
-        chosen = hardware.choose_precision(name)
+        chosen = choose_precision(name)
         if name == "auto":
             print(f"auto: {chosen}")
         precisions.append(chosen.name)
@@ -250,6 +254,9 @@ def main():
     parser.add_argument("--mixed_precision", action="store_const", dest="precision",
                         const="fp16", help="the same as --precision fp16 (the older name)")
     parser.add_argument("--xla", action="store_true", help="XLA for both contenders (for GPUs)")
+    parser.add_argument("--stem", choices=("imagenet", "small"), default=None,
+                        help="our network's stem (default: the one train.py chooses for "
+                             "--image_size: small up to 32 px, else imagenet)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -1,5 +1,5 @@
-"""The convs' weight gradients on a CPU: TensorFlow's kernel against cpu_gradients.py's
-two other ways of computing them, shape by shape, then a whole training step.
+"""The convs' weight gradients on a CPU: TensorFlow's kernel against cpu_gradients' two other ways
+of computing them (suite.training.cpu_gradients), shape by shape, then a whole training step.
 
     python bench/weight_gradients.py [--model layer_50] [--image_size 224]
                                      [--batch_size 32] [--repeats 5] [--step_rounds 4]
@@ -10,15 +10,18 @@ two other ways of computing them, shape by shape, then a whole training step.
    three ways: TensorFlow's Conv2DBackpropFilter (oneDNN), a matrix product
    (1x1 convs), and a forward conv with the batch and channel axes swapped
    (3x3 convs), with GFLOP/s, how often the shape occurs, and which one
-   cpu_gradients.py picks on this CPU (cpu_gradients.choose_limits). In bf16
+   suite.training.cpu_gradients picks on this CPU (choose_limits). In bf16
    the three run on bfloat16 tensors: the kernels oneDNN's rewrite of a
    training graph runs.
-2. Training graphs of the same network (train.py's, synthetic input, in
-   --precision), one per --limits (matrix products for 1x1 convs up to the
-   first number, swapped convs for 3x3 convs up to the second; 0,0:
-   TensorFlow's kernels; default: 0,0 and this CPU's choice), taking turns
-   for --step_rounds rounds in one process: images/s of each and the ratio
-   to the first.
+2. Training graphs of the same network (train.py's, built by the product's
+   suite.training.graph.build_training_graph through bench/train_speed.py's
+   build_ours, synthetic input, in --precision), one per --limits (matrix
+   products for 1x1 convs up to the first number, swapped convs for 3x3
+   convs up to the second; 0,0: TensorFlow's kernels; default: 0,0 and this
+   CPU's choice), taking turns for --step_rounds rounds in one process:
+   images/s of each and the ratio to the first.
+Both parts use --stem, by default the one train.py chooses for --image_size
+(suite.training.config.default_stem: the small stem up to 32 px).
 """
 import argparse
 import collections
@@ -40,11 +43,15 @@ def median_seconds(session, fetch, repeats):
 
 
 def conv_shapes(resnet, tf, args):
-    """{(input shape, kernel shape, padding): count} of the stride-1 convs."""
+    """{(input shape, kernel shape, padding): count} of the stride-1 convs of
+    the network build_ours trains (--stem, or the one train.py chooses)."""
+    from suite.training.config import default_stem
+
     shapes = collections.Counter()
     with tf.Graph().as_default() as graph:
         images = tf.zeros([args.batch_size, args.image_size, args.image_size, 3])
-        resnet.build(images, args.model, 10, is_train=False)
+        resnet.build(images, args.model, 10, is_train=False,
+                     stem_kind=args.stem or default_stem(args.image_size))
         for op in graph.get_operations():
             if op.type == "Conv2D" and list(op.get_attr("strides")) == [1, 1, 1, 1]:
                 shapes[(tuple(op.inputs[0].shape.as_list()), tuple(op.inputs[1].shape.as_list()),
@@ -53,11 +60,11 @@ def conv_shapes(resnet, tf, args):
 
 
 def compare_shapes(resnet, tf, np, args):
-    import cpu_gradients
-    import hardware
+    from suite.hardware.precision import DTYPES, cpu_flags
+    from suite.training import cpu_gradients
 
-    limits = cpu_gradients.choose_limits(hardware.cpu_flags(), args.precision)
-    dtype = hardware.DTYPES[args.precision]
+    limits = cpu_gradients.choose_limits(cpu_flags(), args.precision)
+    dtype = DTYPES[args.precision]
     print(f"{args.model}, {args.image_size} px, batch {args.batch_size}, {args.precision}: "
           f"weight gradient of each stride-1 conv shape, median of {args.repeats} runs "
           f"(ms, GFLOP/s); this CPU's limits: {limits}")
@@ -113,7 +120,7 @@ def build_step(tf, args, limits):
     train_op), warmed up."""
     graph, train_op, config = build_ours(argparse.Namespace(
         data_dir=None, precision=args.precision, model=args.model,
-        image_size=args.image_size, batch_size=args.batch_size),
+        image_size=args.image_size, batch_size=args.batch_size, stem=args.stem),
         weight_gradient_limits=limits)
     session = tf.compat.v1.Session(graph=graph, config=config)
     with graph.as_default():
@@ -123,10 +130,10 @@ def build_step(tf, args, limits):
 
 
 def compare_steps(tf, args):
-    import cpu_gradients
-    import hardware
+    from suite.hardware.precision import cpu_flags
+    from suite.training import cpu_gradients
 
-    chosen = cpu_gradients.choose_limits(hardware.cpu_flags(), args.precision)
+    chosen = cpu_gradients.choose_limits(cpu_flags(), args.precision)
     limits = [cpu_gradients.Limits(*map(int, text.split(","))) for text in args.limits] \
         if args.limits else list(dict.fromkeys([cpu_gradients.NONE, chosen]))
     names = {cpu_gradients.NONE: "TensorFlow's gradients"}
@@ -161,6 +168,8 @@ def main():
     parser.add_argument("--step_rounds", type=int, default=4,
                         help="turns per training graph (0: shapes only)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--stem", choices=("imagenet", "small"), default=None,
+                        help="default: the one train.py chooses for --image_size")
     parser.add_argument("--limits", nargs="*", default=None,
                         help="weight-gradient limits of the training graphs compared, as "
                              "MATMUL_1X1,SWAPPED_3X3 (default: 0,0 and this CPU's choice)")
@@ -170,13 +179,14 @@ def main():
     args = parser.parse_args()
     sys.path.insert(0, REPO)
     import numpy as np
-    import cli
-    cli.configure_environment()  # before TensorFlow loads
+    from suite.plumbing import environment
+    environment.configure()  # before TensorFlow loads
     import resnet
     import tensorflow as tf
 
     if tf.config.list_physical_devices("GPU"):
-        raise SystemExit("a GPU is visible: cpu_gradients.py keeps TensorFlow's gradients there")
+        raise SystemExit("a GPU is visible: suite.training.cpu_gradients keeps TensorFlow's "
+                         "gradients there")
     if args.shapes:
         compare_shapes(resnet, tf, np, args)
     if args.step_rounds:

@@ -4,8 +4,9 @@ TensorFlow.
     python clients/onnx_predict.py MODEL.onnx IMAGE|FOLDER|GLOB [...] [--top_k 3]
                                    [--threshold P] [--batch_size 32] [--threads N] [--json]
 
-Needs onnxruntime, numpy and Pillow (pip install -r clients/requirements-onnx.txt)
-and the repository's imagefile.py. The class names are read from the labels
+Needs onnxruntime, numpy, Pillow and simplejpeg (pip install -r
+clients/requirements-onnx.txt) and the repository's suite/ package, of which
+it imports only modules without TensorFlow. The class names are read from the labels
 file the export writes beside the model (MODEL.labels.txt). Output, exit code
 and the handling of unreadable files are useModel.py's: one line per image (or
 with --json one document: "model", "checkpoint", and "results" with "path",
@@ -15,11 +16,11 @@ non-zero only when nothing could be classified.
 Each image is read exactly as useModel.py and Evaluation.py read it: decoded
 by Pillow with EXIF orientation, colour conversion and transparency on white,
 shrunk to the model's --max_side if it had one, and re-encoded as the JPEG
-FlowIO.py stores (imagefile.encode_image_file); then the shorter side is
-resized to ceil(size / 0.875) (to size up to 32 px: imagefile.eval_crop)
-with the antialiased bilinear filter of tf.image.resize and the central
-size x size square taken
-(imagefile.eval_pixels). Probabilities agree with useModel.py's to about 1e-4.
+FlowIO.py stores (suite.images.decoding.encode_image_file); then the shorter
+side is resized to ceil(size / 0.875) (to size up to 32 px) with the
+antialiased bilinear filter of tf.image.resize and the central size x size
+square taken (suite.images.eval_transform.eval_pixels). Probabilities agree
+with useModel.py's to about 1e-4.
 
 From Python (load once, classify many):
 
@@ -55,15 +56,17 @@ The client loads it in three steps instead:
      a batch's activations grow with the number of images in one run.
 Together: about 170 MB for single images and 280 MB for batches of 32.
 
-Why imagefile.py is imported and not copied in: it is the one definition of
-how a file becomes the network's input, shared with training, evaluation and
-useModel.py and tested against them; a copy here would drift from it. The
-cost: this file is not standalone. To ship the client without the
-repository, copy clients/onnx_predict.py and imagefile.py into one folder
-(both need only Pillow and numpy); it looks for imagefile.py beside itself
-first, then in the folder above (the repository's layout).
+Why the suite's modules are imported and not copied in: they are the one
+definition of how a file becomes the network's input, shared with training,
+evaluation and useModel.py and tested against them; a copy here would drift
+from it. The cost: this file is not standalone. To ship the client without
+the repository, copy clients/onnx_predict.py and the suite/ folder into one
+folder; it looks for suite/ beside itself first, then in the folder above
+(the repository's layout), and imports only these modules of it, none of
+which imports TensorFlow: suite.images.decoding, suite.images.eval_transform,
+suite.images.finding, suite.prediction.results, suite.plumbing.flags and
+suite.plumbing.names.
 """
-import argparse
 import ctypes
 import json
 import os
@@ -73,19 +76,26 @@ import tempfile
 import numpy as np
 
 
-def _import_imagefile():
+def _find_suite():
+    """Puts the folder holding the suite/ package on sys.path: beside this
+    file, else the folder above (the repository's layout)."""
     here = os.path.dirname(os.path.abspath(__file__))
     for folder in (here, os.path.dirname(here)):
-        if os.path.isfile(os.path.join(folder, "imagefile.py")):
+        if os.path.isfile(os.path.join(folder, "suite", "images", "decoding.py")):
             if folder not in sys.path:
                 sys.path.insert(0, folder)
-            import imagefile
-            return imagefile
-    raise ImportError(f"imagefile.py is neither in {here} nor in the folder above: copy it "
-                      f"from the repository beside {os.path.basename(__file__)}")
+            return
+    raise ImportError(f"the suite/ package is neither in {here} nor in the folder above: copy "
+                      f"it from the repository beside {os.path.basename(__file__)}")
 
 
-imagefile = _import_imagefile()
+_find_suite()
+from suite.images.decoding import BadImage, encode_image_file  # noqa: E402
+from suite.images.eval_transform import eval_pixels  # noqa: E402
+from suite.images.finding import expand_inputs  # noqa: E402
+from suite.plumbing import flags  # noqa: E402
+from suite.plumbing.names import display_name  # noqa: E402
+from suite.prediction.results import labels_path, print_results, rank  # noqa: E402
 
 
 class ModelError(Exception):
@@ -95,9 +105,9 @@ class ModelError(Exception):
 def image_pixels(path, image_size, max_side=None):
     """An image file -> the pixel models' input for it, float32 RGB 0..255
     [image_size, image_size, 3] (for the ONNX and TFLite exports alike).
-    Raises imagefile.BadImage with the reason when the file is unusable."""
-    jpeg = imagefile.encode_image_file(path, max_side)[0]
-    return imagefile.eval_pixels(jpeg, image_size)
+    Raises BadImage with the reason when the file is unusable."""
+    jpeg = encode_image_file(path, max_side)[0]
+    return eval_pixels(jpeg, image_size)
 
 
 # Images per ONNX Runtime run: a batch's activations grow with it (peak RSS
@@ -147,10 +157,10 @@ class OnnxClassifier:
         metadata = self._session.get_modelmeta().custom_metadata_map
         self.max_side = json.loads(metadata.get("max_side", "null"))
         self.checkpoint = metadata.get("checkpoint")
-        self.labels = _read_labels(imagefile.labels_path(model_path))
+        self.labels = _read_labels(labels_path(model_path))
         num_classes = self._session.get_outputs()[0].shape[-1]
         if num_classes != len(self.labels):
-            raise ModelError(f"{imagefile.labels_path(model_path)} has {len(self.labels)} "
+            raise ModelError(f"{labels_path(model_path)} has {len(self.labels)} "
                              f"class names, the model {num_classes} outputs: export again")
         self.batch_size = batch_size
 
@@ -181,12 +191,12 @@ class OnnxClassifier:
                     pixels[len(batch)] = image_pixels(result["path"], self.image_size,
                                                       self.max_side)
                     batch.append(result)
-                except imagefile.BadImage as error:
+                except BadImage as error:
                     result["error"] = str(error)
             if not batch:
                 continue
             for result, row in zip(batch, self.probabilities(pixels[:len(batch)])):
-                result.update(imagefile.rank(row, self.labels, top_k, threshold))
+                result.update(rank(row, self.labels, top_k, threshold))
         return results
 
 
@@ -256,52 +266,32 @@ def _read_labels(path):
     return labels
 
 
-def _positive_int(text):
-    """A range-checked number for argparse (the suite's scripts use cli.py's
-    types; this client stays free of the suite's other modules)."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be a positive integer")
-    return int(text)
-
-
-def _probability(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value <= 1:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
-    return value
-
-
 def main():
-    parser = argparse.ArgumentParser(description="Classify images with an exported ONNX "
-                                                 "model, without TensorFlow.")
+    parser = flags.ArgumentParser(description="Classify images with an exported ONNX "
+                                              "model, without TensorFlow.", verbose_flag=False)
     parser.add_argument("model", help="the .onnx file of useModel.py --export_onnx")
     parser.add_argument("images", nargs="+", help="image files, folders or glob patterns")
-    parser.add_argument("--top_k", type=_positive_int, default=3, help="(default: %(default)s)")
-    parser.add_argument("--threshold", type=_probability, default=None,
-                        help="below this probability the answer is 'unknown'")
-    parser.add_argument("--batch_size", type=_positive_int, default=32,
-                        help="(default: %(default)s)")
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    flags.add_answers(parser)
+    parser.add_argument("--batch_size", type=flags.positive_int, default=32,
+                        help="images per run of the model (default: %(default)s)")
+    parser.add_argument("--threads", type=flags.positive_int, default=None,
                         help="ONNX Runtime's threads (default: one per core)")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    flags.add_json(parser)
     args = parser.parse_args()
     try:
         classifier = OnnxClassifier(args.model, args.batch_size, args.threads)
     except ModelError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    paths, problems = imagefile.expand_inputs(args.images)
+    paths, problems = expand_inputs(args.images)
     results = problems + classifier.predict(paths, args.top_k, args.threshold)
     for result in results:  # printable and valid JSON whatever bytes a name holds
-        result["path"] = imagefile.display_name(result["path"])
+        result["path"] = display_name(result["path"])
     if args.json:
         print(json.dumps({"model": args.model, "checkpoint": classifier.checkpoint,
                           "results": results}, ensure_ascii=False, indent=1))
     else:
-        imagefile.print_results(results)
+        print_results(results)
     sys.exit(0 if any("predictions" in r for r in results) else 1)
 
 

@@ -1,58 +1,21 @@
-"""Shared helpers: the scripts run as subprocesses, as a user runs them."""
+"""The fixtures many test files share: a small learnable data set, a model
+trained on it, and that model exported; each made once per test process.
+The tests' helper functions are in helpers.py (pytest.ini puts the repository
+and tests/ on sys.path)."""
+import json
 import os
-import socket
-import subprocess
-import sys
 
-import numpy as np
 import pytest
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from suite.plumbing import environment
 
-import cli  # noqa: E402
+# As each script does, before TensorFlow loads: pytest imports this file
+# before any test file, and helpers.py imports TensorFlow.
+environment.configure()
 
-cli.configure_environment()  # as each script does, before TensorFlow loads in a test
-
-
-def run_script(script, *args, timeout=600, check=True, **popen):
-    """python SCRIPT ARGS from the repository root; returns CompletedProcess."""
-    result = subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)],
-                            cwd=REPO, capture_output=True, text=True, timeout=timeout, **popen)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{script} {args} exited {result.returncode}:\n"
-                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-def free_ports(count):
-    """count TCP ports on 127.0.0.1 that are free now, for a local cluster."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-COLOURS = {"blue": (40, 60, 200), "green": (40, 180, 60), "red": (200, 40, 40)}
-
-
-def make_colour_images(root, per_class=40, size=32, seed=0):
-    """A small learnable data set: one dominant colour per class, noise and a
-    random rectangle of another colour on top."""
-    rng = np.random.default_rng(seed)
-    for name, colour in COLOURS.items():
-        folder = os.path.join(root, name)
-        os.makedirs(folder, exist_ok=True)
-        for i in range(per_class):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (size, size, 3)), 0, 255)
-            y, x = rng.integers(0, size // 2, 2)
-            pixels[y:y + size // 3, x:x + size // 3] = rng.integers(0, 256, 3)
-            Image.fromarray(pixels.astype(np.uint8)).save(os.path.join(folder, f"{i:03d}.png"))
-    return root
+from helpers import JPEG_IMAGES, TRAIN_ARGS, make_colour_images, run_script  # noqa: E402
+from suite.data.convert import convert  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -65,10 +28,6 @@ def colour_data(tmp_path_factory):
     return image_dir, data_dir
 
 
-TRAIN_ARGS = ("--model", "layer_14", "--image_size", "32", "--batch_size", "16",
-              "--seed", "1")
-
-
 @pytest.fixture(scope="session")
 def trained_model(colour_data, tmp_path_factory):
     """A layer_14 model trained for 8 epochs on the colour data: its model_dir."""
@@ -77,3 +36,43 @@ def trained_model(colour_data, tmp_path_factory):
     run_script("train.py", "--data_dir", data_dir, "--model_dir", model_dir, *TRAIN_ARGS,
                "--epochs", "8")
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def exported(trained_model, tmp_path_factory):
+    """One export run (SavedModel + TFLite + ONNX) of trained_model into a
+    folder that already holds a version 3 and a non-version folder: {"dir",
+    "saved_model", "tflite", "onnx", ...}."""
+    root = tmp_path_factory.mktemp("export")
+    export_dir = root / "serving"
+    (export_dir / "3").mkdir(parents=True)          # an older version
+    (export_dir / "notes").mkdir()                  # not a version: ignored
+    tflite = root / "mobile" / "model.tflite"
+    onnx_model = root / "backend" / "model.onnx"
+    result = run_script("useModel.py", "--export", export_dir, "--export_tflite", tflite,
+                        "--export_onnx", onnx_model, "--model_dir", trained_model, "--json")
+    document = json.loads(result.stdout)["exported"]
+    return dict(document, dir=str(export_dir))
+
+
+@pytest.fixture(scope="session")
+def sample_images(colour_data, tmp_path_factory):
+    """A folder of JPEGs made from the colour images, and their bytes by name."""
+    image_dir, _ = colour_data
+    folder = tmp_path_factory.mktemp("jpegs")
+    encoded = {}
+    for name, colour, index in JPEG_IMAGES:
+        with Image.open(os.path.join(image_dir, colour, f"{index:03d}.png")) as image:
+            image.convert("RGB").save(folder / name, quality=90)
+        encoded[name] = (folder / name).read_bytes()
+    return str(folder), encoded
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory):
+    """24 colour images, 2 training shards: FlowIO's output, made in-process."""
+    root = tmp_path_factory.mktemp("distributed")
+    image_dir = make_colour_images(str(root / "images"), per_class=8)
+    data_dir = str(root / "tfrecords")
+    convert(image_dir, data_dir, validation_ratio=0.25, num_shards=2, workers=1)
+    return data_dir

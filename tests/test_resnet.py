@@ -160,3 +160,19 @@ def test_batch_norm_moving_statistics_update_in_training_and_serve_inference():
         expected = (data - moving_mean) / np.sqrt(moving_variance + resnet.BATCH_NORM_EPSILON)
         np.testing.assert_allclose(session.run(inferred, {x: data}), expected, rtol=1e-4,
                                    atol=1e-4)
+
+
+def test_layer_14_half_is_layer_14_at_half_the_depths():
+    half, full = resnet.ResNet_demo["layer_14_half"], resnet.ResNet_demo["layer_14"]
+    assert [stage["depth"] * 2 for stage in half] == [stage["depth"] for stage in full]
+    assert [stage["num_blocks"] for stage in half] == [stage["num_blocks"] for stage in full]
+
+
+@pytest.mark.parametrize("shortcut,projections", [("A", 0), ("B", 4), ("C", 16)])
+def test_shortcut_options_add_projections_where_the_paper_says(shortcut, projections):
+    with tf.Graph().as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, 64, 64, 3])
+        logits = resnet.build(images, "layer_50", 10, is_train=False, shortcut=shortcut)
+        found = [v for v in tf.compat.v1.trainable_variables()
+                 if v.op.name.endswith("shortcut/weights")]
+    assert len(found) == projections and logits.shape.as_list() == [None, 10]

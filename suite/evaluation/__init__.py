@@ -1,0 +1,1 @@
+"""Evaluating a model: predictions over a split, metrics, reports, --watch."""

@@ -1,0 +1,1 @@
+"""The model for serving: SavedModel, TFLite and ONNX."""

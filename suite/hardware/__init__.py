@@ -1,0 +1,1 @@
+"""The machine at hand: the fastest precision on it, and its memory."""

@@ -1,0 +1,1 @@
+"""The model directory train.py writes and every reader rebuilds the model from."""

@@ -1,0 +1,2 @@
+"""What every script shares: TensorFlow's environment, flags, one-line errors,
+safe writes, progress."""

@@ -1,0 +1,73 @@
+"""TensorFlow's environment, set in one named function before TensorFlow loads.
+
+Each script starts with
+
+    from suite.plumbing import environment
+    if __name__ == "__main__":
+        environment.configure(verbose="--verbose" in sys.argv)
+
+before anything imports TensorFlow, so the environment is set here, not as a
+side effect of which module happens to be imported first.
+"""
+import contextlib
+import logging
+import os
+import sys
+
+
+def configure(verbose=False):
+    """Sets TensorFlow's environment and loads it; call before importing it.
+
+    TF_ENABLE_ONEDNN_OPTS=1: oneDNN is off by default on AMD CPUs with AVX2
+    only, and without it backprop through convs on small feature maps is
+    pathologically slow (6.7x at 32 px on such a CPU).
+    Unless verbose, TensorFlow loads with its C++ log lines silenced: without
+    a GPU every run would otherwise start with "Could not find cuda drivers",
+    "oneDNN custom operations are on" and an "E0000 ... failed call to cuInit"
+    line that looks like an error and is not one. Those lines are written
+    while TensorFlow loads and probes for devices, before any of its log
+    settings apply, so both happen here with stderr pointed at /dev/null; the
+    scripts' own messages come later. A setting the user made in the
+    environment wins.
+    """
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _stderr_silenced():
+        import tensorflow as tf
+        tf.config.list_physical_devices("GPU")  # the CUDA probe logs here
+    # TensorFlow's Python logger: deprecation notices of the TF1 APIs we use,
+    # and errors the scripts catch and report in their own words.
+    tf.get_logger().setLevel("CRITICAL")
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Points file descriptor 2 (C++ code writes there) at /dev/null."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+@contextlib.contextmanager
+def quiet_tf1_notices():
+    """Freezing and exporting use TF1 APIs on purpose (convert_variables_to_constants,
+    the SavedModel Builder): their deprecation notices would bury the lines
+    that matter."""
+    import tensorflow as tf
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))  # never louder than configure() made it
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

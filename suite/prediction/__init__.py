@@ -1,0 +1,1 @@
+"""Classifying image files with a trained model, and the form of the answers."""

@@ -1,0 +1,1 @@
+"""Pixels in the graph: normalisation, the evaluation transform and the training augmentation."""

@@ -1,0 +1,194 @@
+"""One training run, as train.py starts it: the plan of replicas, the
+precision, the run's settings (suite.training.config), the graph, the
+session and the loop, with the model directory locked while the chief writes
+into it."""
+import os
+
+import tensorflow as tf
+
+import resnet
+from suite.data.contract import load_dataset_info
+from suite.hardware import memory
+from suite.hardware.precision import Precision, choose_precision
+from suite.model import checkpoints
+from suite.model.bookkeeping import BEST_DIR, load_validation, save_validation
+from suite.model.manifest import write_manifest
+from suite.plumbing.errors import UserError, reason
+from suite.plumbing.files import folder_lock
+from suite.training import distribute, pretrained
+from suite.training.config import resolve
+from suite.training.graph import build_replicated_training_graph, build_training_graph
+from suite.training.loop import ChiefLoop, replica_loop
+from suite.training.session import best_savers, initialize, open_session, wait_for_everyone
+from suite.training.summaries import Summaries
+from suite.training.validation import build_validation_graph, continues_after_early_stop
+
+LOCK_FILE = ".train.lock"  # in --model_dir, flock()ed by the train.py writing it
+
+
+def train(args):
+    """Trains as train.py's parsed flags say; returns the exit code."""
+    plan = distribute.plan(args)
+    if not plan.is_chief:  # the chief alone writes into --model_dir
+        return _train(args, plan)
+    with writer_lock(args.model_dir):
+        return _train(args, plan)
+
+
+def writer_lock(model_dir):
+    """Held while train.py writes into model_dir: a second train.py on the
+    same folder is refused instead of interleaving its checkpoints with the
+    first's. An OS lock, so a killed run leaves no stale lock behind."""
+    return folder_lock(
+        model_dir, LOCK_FILE, "train.py",
+        held=lambda holder: UserError(f"{model_dir} is being trained by {holder}: wait for "
+                                      f"it to finish, or train into another --model_dir"),
+        cannot_write=lambda error: UserError(
+            f"cannot write to --model_dir {model_dir} ({reason(error)}): fix its permissions "
+            f"or choose another folder"))
+
+
+def training_precision(requested, plan):
+    """choose_precision for training, except that a cluster of CPU workers
+    stays in fp32: oneDNN's bfloat16 rewrite reaches the workers' collective
+    all-reduce, which has no bfloat16 kernel on a CPU (the first step fails)."""
+    precision = choose_precision(requested)
+    if not (plan.multi_worker and precision.rewrite_bf16):
+        return precision
+    if requested == "bf16":
+        raise UserError("--precision bf16 does not run on a cluster of CPU workers (its "
+                        "all-reduce has no bfloat16 kernel there): use --precision fp32")
+    return Precision("fp32", "CPU", "a cluster of CPU workers: oneDNN's bfloat16 "
+                     "rewrite does not cover their collective all-reduce")
+
+
+def check_memory(model, image_size, stem, batch_size):
+    """Refuses an image or batch size whose first step cannot fit in memory,
+    before the run starts rather than after the machine starts swapping."""
+    blocks = sum(stage["num_blocks"] for stage in resnet.ResNet_demo[model])
+    # The small stem keeps the full size where the ImageNet stem shrinks it 4x:
+    # its activations are those of an image 4x the side.
+    side = image_size * (4 if stem == "small" else 1)
+    needed = memory.training_memory_bytes(blocks, side, batch_size)
+    available = memory.physical_memory_bytes()
+    if needed > 0.9 * available:
+        raise UserError(f"{model} at --image_size {image_size} with --batch_size {batch_size} "
+                        f"needs about {needed / 1e9:.0f} GB for one training step; this "
+                        f"machine has {available / 1e9:.0f} GB: lower --image_size or "
+                        f"--batch_size")
+
+
+def _train(args, plan):
+    precision = training_precision(args.precision, plan)
+    print(precision, flush=True)  # the first line: what this run computes in, and why
+    info = load_dataset_info(args.data_dir)
+    config = resolve(args, info, plan, precision)
+    network = config.network
+    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    if device == "CPU":  # this process's replicas share its memory
+        check_memory(network.model, network.image_size, network.stem,
+                     config.optimisation.batch_size * len(plan.local_devices))
+    print(f"training {network.model} ({network.stem} stem) at {network.image_size}px "
+          f"with {config.augmentation.describe()} on {device}: "
+          f"{info['num_examples']['train']} images in {len(network.labels)} classes, "
+          f"{config.steps.steps_per_epoch} steps/epoch, {config.steps.total_steps} steps")
+    # --pretrained is --init_checkpoint with TF-slim's weights, from the cache
+    # (downloaded the first time). A resumed run continues from its own
+    # checkpoints and fetches nothing. Every worker of a cluster reads them itself.
+    init_checkpoint = (pretrained.fetch(network.model, config.start.pretrained_cache)
+                       if args.pretrained and not config.resuming
+                       else config.start.init_checkpoint)
+    if plan.replicated:
+        print(f"data-parallel: {plan.describe()}; global batch {config.global_batch_size} "
+              f"({config.optimisation.batch_size} per replica), learning rate "
+              f"{config.optimisation.learning_rate:.4g}", flush=True)
+    if not plan.is_chief:
+        return _train_other_worker(config, init_checkpoint)
+    for index, name in enumerate(network.labels):
+        print(f"  {index:3d} {name}: {info['counts'][name]['train']} train, "
+              f"{info['counts'][name]['validation']} validation")
+    write_manifest(config.model_dir, config.manifest())
+    return _train_chief(config, init_checkpoint)
+
+
+def _build_graph(config):
+    """The training graph of the plan: its strategy (None for one device) and ops."""
+    if config.seed is not None:
+        tf.compat.v1.set_random_seed(config.seed)
+    strategy = distribute.make_strategy(config.plan)
+    if strategy is None:
+        return None, build_training_graph(config)
+    return strategy, build_replicated_training_graph(config, strategy)
+
+
+def _train_chief(config, init_checkpoint):
+    graph = tf.Graph()
+    with graph.as_default():
+        strategy, ops = _build_graph(config)
+        validation = (build_validation_graph(config, ops["moving_average"])
+                      if config.steps.eval_every else None)
+        saver = tf.compat.v1.train.Saver(max_to_keep=config.steps.keep_checkpoints,
+                                         save_relative_paths=True)
+        savers = best_savers(ops["moving_average"])
+        if not config.plan.multi_worker:
+            ops.pop("stop_requested", None)  # one process: a stop needs no agreement
+        with open_session(config, strategy) as session:
+            restored, step = initialize(config, session, ops, init_checkpoint)
+            if restored:
+                print(f"resuming from {restored} (step {step})")
+                saver.recover_last_checkpoints(
+                    checkpoints.list_checkpoints(config.model_dir)[::-1])
+            patience_from = _what_is_left(config, step, chief=True)
+            result = 0
+            if patience_from is not None:
+                with Summaries(config.model_dir, graph) as summaries:
+                    result = ChiefLoop(config, session, ops, validation, saver, savers,
+                                       summaries).run(step, patience_from)
+            wait_for_everyone(config.plan, session, ops)
+            return result
+
+
+def _train_other_worker(config, init_checkpoint):
+    """A worker other than the chief: the same graph and the same steps as
+    the chief (every step is collective), writing nothing."""
+    with tf.Graph().as_default():
+        strategy, ops = _build_graph(config)
+        with open_session(config, strategy) as session:
+            restored, step = initialize(config, session, ops, init_checkpoint)  # the chief's
+            if restored:
+                print(f"resuming from {restored} (step {step})")
+            if _what_is_left(config, step, chief=False) is None:
+                wait_for_everyone(config.plan, session, ops)
+                return 0
+            return replica_loop(config, session, ops, step)
+
+
+def _what_is_left(config, step, chief):
+    """None when the run has nothing left to train (a line says why), else the
+    step early stopping's patience counts from: 0, or where an earlier early
+    stop ended when this run goes on after it (then its record is removed).
+    Every worker decides the same from the same files (--model_dir is shared);
+    the chief says how to go on."""
+    steps = config.steps
+    if step >= steps.total_steps:
+        print(f"already trained to step {step} of {steps.total_steps}"
+              + ("; raise --epochs to train further" if chief else ""))
+        return None
+    stopped = load_validation(config.model_dir).get("stopped_early")
+    if stopped and not continues_after_early_stop(stopped, steps.early_stop_patience,
+                                                  steps.total_steps):
+        print(f"stopped early at step {stopped['step']}: no better validation top-1 in the "
+              f"{stopped['patience']} validations after step {stopped['best_step']} (the "
+              f"best, in {os.path.join(config.model_dir, BEST_DIR)}). To train further, raise "
+              f"--early_stop_patience above {stopped['patience']} or --epochs above "
+              f"{stopped['epochs']:g}" if chief else
+              f"stopped early at step {stopped['step']}; the chief says how to go on")
+        return None
+    if not stopped:
+        return 0
+    if chief:  # patience counts afresh from the stop
+        print(f"continuing after the early stop at step {stopped['step']}")
+        save_validation(config.model_dir, {key: value for key, value in
+                                           load_validation(config.model_dir).items()
+                                           if key != "stopped_early"})
+    return stopped["step"]

@@ -1,0 +1,402 @@
+"""suite/training/pretrained.py (train.py --pretrained): TF-slim's published
+resnet_v1 checkpoints fetched from a real HTTP server on 127.0.0.1 (cached,
+checked, explained when there is no network), and the preprocessing they
+were trained with, used by every reader of the model."""
+import filecmp
+import io
+import json
+import os
+import shutil
+import socket
+import tarfile
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_slim as slim
+from tf_slim.nets import resnet_v1
+
+import train
+from helpers import free_ports, run_script, serving, slim_arg_scope
+from suite.data import contract
+from suite.evaluation.evaluate import Source, predict_split
+from suite.export import pixel_graph
+from suite.export.saved_model import export_saved_model
+from suite.hardware import precision as hardware_precision
+from suite.images import eval_transform
+from suite.model import checkpoints
+from suite.model.manifest import MANIFEST_FILE, load_manifest, write_manifest
+from suite.model.network import build_network, frozen_network, import_network
+from suite.plumbing import errors
+from suite.prediction.classifier import Classifier
+from suite.preprocessing import normalization
+from suite.training import pretrained, run
+
+
+TARBALL = "resnet_v1_50_2016_08_28.tar.gz"
+
+
+MEMBER = "resnet_v1_50.ckpt"
+
+
+def save_v1_checkpoint(path):
+    """The variables of the current graph, saved as the published checkpoints
+    are: TensorFlow's V1 format, one file."""
+    with tf.compat.v1.Session() as session:
+        session.run(tf.compat.v1.global_variables_initializer())
+        tf.compat.v1.train.Saver(write_version=tf.compat.v1.train.SaverDef.V1).save(
+            session, str(path), write_meta_graph=False)
+
+
+def make_tarball(path, member_path, member_name=MEMBER):
+    with tarfile.open(path, "w:gz", compresslevel=1) as archive:  # level 1: ~100 MB in seconds
+        archive.add(member_path, arcname=member_name)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """What TF-slim publishes for layer_50, made here: a folder served over
+    HTTP holding resnet_v1_50_2016_08_28.tar.gz, whose one member
+    resnet_v1_50.ckpt is written by slim's own resnet_v1_50 graph (ImageNet's
+    1000 classes, initial weights); and that checkpoint's path."""
+    root = tmp_path_factory.mktemp("published")
+    checkpoint = root / MEMBER
+    with tf.Graph().as_default():
+        with slim.arg_scope(slim_arg_scope()):
+            resnet_v1.resnet_v1_50(tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3]),
+                                   num_classes=1000, is_training=False)
+        save_v1_checkpoint(checkpoint)
+    served = root / "served"
+    served.mkdir()
+    make_tarball(served / TARBALL, checkpoint)
+    return str(served), str(checkpoint)
+
+
+
+
+
+
+@pytest.fixture()
+def server(published):
+    """The test server, serving `published`: its base URL is server.url."""
+    with serving(published[0]) as httpd:
+        yield httpd
+
+
+def fetch(server, cache, **options):
+    """pretrained.fetch of layer_50 from the test server into cache: (the
+    checkpoint's path, what it printed)."""
+    out = io.StringIO()
+    path = pretrained.fetch("layer_50", str(cache), base_url=server.url, out=out, **options)
+    return path, out.getvalue()
+
+
+def test_fetch_downloads_unpacks_and_then_uses_the_cache(server, published, tmp_path):
+    path, printed = fetch(server, tmp_path)
+    assert path == str(tmp_path / "resnet_v1_50_2016_08_28" / MEMBER)
+    assert filecmp.cmp(path, published[1], shallow=False)
+    assert server.requests == [("/" + TARBALL, None, 200)]
+    # Progress without a terminal: a line saying what, then sparse lines.
+    lines = printed.splitlines()
+    assert lines[0] == f"downloading {server.url}{TARBALL} to {tmp_path / TARBALL}"
+    assert 2 <= len(lines) <= 11 and lines[-1].endswith("(100%)") and "\r" not in printed
+    # Unpacked: the tarball is gone, no temporary folder or part is left.
+    assert sorted(os.listdir(tmp_path)) == ["resnet_v1_50_2016_08_28", TARBALL + ".lock"]
+    # The second time: the cache, no request at all.
+    again, printed = fetch(server, tmp_path)
+    assert again == path and printed == "" and len(server.requests) == 1
+
+
+def test_a_dropped_connection_keeps_the_part_and_the_next_run_resumes(server, published,
+                                                                      tmp_path):
+    server.cut_after = 30_000_000
+    with pytest.raises(errors.UserError) as error:
+        fetch(server, tmp_path)
+    message = str(error.value)
+    part = tmp_path / (TARBALL + ".part")
+    assert "\n" not in message and "bytes before the end" in message
+    assert f"the 30,000,000 bytes received are kept in {part}" in message
+    assert part.stat().st_size == 30_000_000
+    path, printed = fetch(server, tmp_path)
+    assert server.requests[-1] == ("/" + TARBALL, "bytes=30000000-", 206)
+    assert "resuming at 30.0 MB" in printed
+    assert filecmp.cmp(path, published[1], shallow=False)
+
+
+def test_files_put_there_by_hand_are_used_without_network(published, tmp_path):
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}/"
+    # The tarball, where the no-network message says to put it:
+    where = pretrained.paths("layer_50", str(tmp_path), dead)
+    shutil.copy(os.path.join(published[0], TARBALL), where.tarball)
+    path = pretrained.fetch("layer_50", str(tmp_path), base_url=dead, out=io.StringIO())
+    assert filecmp.cmp(path, published[1], shallow=False) and not os.path.exists(where.tarball)
+    # Or the unpacked checkpoint:
+    other = pretrained.paths("layer_50", str(tmp_path / "other"), dead)
+    os.makedirs(other.folder)
+    shutil.copy(published[1], other.checkpoint)
+    assert pretrained.fetch("layer_50", str(tmp_path / "other"), base_url=dead) == \
+        other.checkpoint
+
+
+def test_the_cache_folder_and_url_follow_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv(pretrained.CACHE_VARIABLE, raising=False)
+    monkeypatch.delenv(pretrained.URL_VARIABLE, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert pretrained.cache_dir() == str(tmp_path / "xdg" / "resnet-suite" / "pretrained")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert pretrained.cache_dir() == str(tmp_path / "home" / ".cache" / "resnet-suite" /
+                                         "pretrained")
+    monkeypatch.setenv(pretrained.CACHE_VARIABLE, str(tmp_path / "env"))
+    assert pretrained.cache_dir() == str(tmp_path / "env")
+    assert pretrained.cache_dir(str(tmp_path / "flag")) == str(tmp_path / "flag")
+    assert pretrained.paths("layer_101").url == \
+        "http://download.tensorflow.org/models/resnet_v1_101_2016_08_28.tar.gz"
+    monkeypatch.setenv(pretrained.URL_VARIABLE, "http://mirror.example/models")
+    where = pretrained.paths("layer_152")
+    assert where.url == "http://mirror.example/models/resnet_v1_152_2016_08_28.tar.gz"
+    assert where.checkpoint == str(tmp_path / "env" / "resnet_v1_152_2016_08_28" /
+                                   "resnet_v1_152.ckpt")
+
+
+def assert_explains_where_to_put_it(message, url, cache):
+    assert "\n" not in message and url in message
+    assert f"put it at {cache / TARBALL} " in message
+    assert f"{MEMBER} at {cache / 'resnet_v1_50_2016_08_28' / MEMBER})" in message
+
+
+def test_no_network_names_the_url_and_where_to_put_the_file(tmp_path):
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}/models"   # nothing listens there
+    with pytest.raises(errors.UserError) as error:
+        pretrained.fetch("layer_50", str(tmp_path), base_url=dead, out=io.StringIO())
+    assert "(Connection refused)" in str(error.value)
+    assert_explains_where_to_put_it(str(error.value), f"{dead}/{TARBALL}", tmp_path)
+    assert not (tmp_path / (TARBALL + ".part")).exists()
+
+
+def test_a_server_that_never_answers_times_out(tmp_path):
+    with socket.socket() as silent:  # accepts connections (the kernel does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        start = time.monotonic()
+        with pytest.raises(errors.UserError) as error:
+            pretrained.fetch("layer_50", str(tmp_path), base_url=url, timeout=0.5,
+                             out=io.StringIO())
+    assert time.monotonic() - start < 10 and "(timed out)" in str(error.value)
+    assert_explains_where_to_put_it(str(error.value), url + TARBALL, tmp_path)
+
+
+def test_a_missing_file_on_the_server_is_one_line(server, tmp_path):
+    server.root = str(tmp_path / "empty")
+    with pytest.raises(errors.UserError) as error:
+        fetch(server, tmp_path / "cache")
+    assert "(HTTP 404 Not Found)" in str(error.value)
+    assert_explains_where_to_put_it(str(error.value), server.url + TARBALL, tmp_path / "cache")
+
+
+def small_checkpoint(path, shapes):
+    """A V1 checkpoint holding variables of these {name: shape}."""
+    with tf.Graph().as_default():
+        for name, shape in shapes.items():
+            tf.compat.v1.get_variable(name, shape)
+        save_v1_checkpoint(path)
+
+
+def wrong_tarball(kind, folder):
+    """A file named like the tarball that is not TF-slim's checkpoint."""
+    tarball, member = folder / TARBALL, folder / MEMBER
+    if kind == "html":  # a captive portal's page
+        tarball.write_text("<html><body>Please log in</body></html>")
+    elif kind == "other member":
+        member.write_text("hello")
+        make_tarball(tarball, member, "README")
+    else:
+        if kind == "not a checkpoint":
+            member.write_bytes(os.urandom(4096))
+        elif kind == "lacks variables":
+            small_checkpoint(member, {"resnet_v1_50/conv1/weights": [7, 7, 3, 64]})
+        elif kind == "other shapes":
+            small_checkpoint(member, {name: [1] for name in pretrained.expected_shapes("layer_50")})
+        make_tarball(tarball, member)
+
+
+@pytest.mark.parametrize("kind,reason", [
+    ("html", "not a readable .tar.gz"),
+    ("other member", f"it holds no file {MEMBER}"),
+    ("not a checkpoint", "TensorFlow cannot read it as a checkpoint"),
+    ("lacks variables", "it lacks 264 of the 265 variables of resnet_v1_50, e.g. "),
+    ("other shapes", "resnet_v1_50/conv1/weights is [1] there but [7, 7, 3, 64] in "
+                     "resnet_v1_50, and 264 more"),
+])
+def test_wrong_content_is_refused_in_one_line_and_not_kept(server, tmp_path, kind, reason):
+    served = tmp_path / "served"
+    served.mkdir()
+    server.root = str(served)
+    wrong_tarball(kind, served)
+    cache = tmp_path / "cache"
+    with pytest.raises(errors.UserError) as error:
+        fetch(server, cache)
+    message = str(error.value)
+    assert "\n" not in message and reason in message, message
+    assert message.startswith(f"{cache / TARBALL} (from {server.url}{TARBALL}) is not "
+                              f"TF-slim's resnet_v1_50_2016_08_28")
+    # Nothing is kept that a later run could take for the checkpoint: it downloads again.
+    assert sorted(os.listdir(cache)) == [TARBALL + ".lock"]
+    with pytest.raises(errors.UserError):
+        fetch(server, cache)
+    assert len(server.requests) == 2
+
+
+def test_a_wrong_checkpoint_in_the_cache_is_refused_and_removed(tmp_path):
+    where = pretrained.paths("layer_50", str(tmp_path))
+    os.makedirs(where.folder)
+    small_checkpoint(where.checkpoint, {"resnet_v1_50/conv1/weights": [3, 3, 3, 64]})
+    with pytest.raises(errors.UserError) as error:
+        pretrained.fetch("layer_50", str(tmp_path))
+    assert str(error.value).startswith(f"{where.checkpoint} is not TF-slim's "
+                                       f"resnet_v1_50_2016_08_28 checkpoint (it lacks ")
+    assert not os.path.exists(where.folder)
+
+
+def test_the_check_covers_our_network_with_shortcut_b():
+    expected = pretrained.expected_shapes("layer_50")
+    # 53 convs (49 + 4 projections), each with weights and 4 batch-norm variables; no logits.
+    assert len(expected) == 53 * 5
+    assert expected["resnet_v1_50/block1/unit_1/bottleneck_v1/shortcut/weights"] == \
+        [1, 1, 64, 256]
+    assert not any("logits" in name for name in expected)
+
+
+def test_train_without_network_is_one_line_and_writes_no_model(colour_data, tmp_path,
+                                                               monkeypatch):
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}/"
+    monkeypatch.setenv(pretrained.URL_VARIABLE, dead)
+    args = train.parse_args(["--pretrained", "--model", "layer_50", "--data_dir", colour_data[1],
+                             "--model_dir", str(tmp_path / "models"),
+                             "--pretrained_cache", str(tmp_path / "cache")])
+    with pytest.raises(errors.UserError) as error:
+        run.train(args)
+    assert_explains_where_to_put_it(str(error.value), dead + TARBALL, tmp_path / "cache")
+    assert not (tmp_path / "models" / MANIFEST_FILE).exists()
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["--pretrained"], "publishes ImageNet weights for layer_50, layer_101, layer_152 only, "
+                       "and --model is layer_14 (the default): add --model layer_50"),
+    (["--pretrained", "--model", "layer_50", "--shortcut", "A"],
+     "--pretrained needs --shortcut B"),
+    (["--pretrained", "--model", "layer_101", "--init_checkpoint", "x.ckpt"],
+     "--pretrained and --init_checkpoint both say where the weights come from"),
+])
+def test_train_refuses_what_contradicts_pretrained_in_one_line(capsys, flags, expected):
+    with pytest.raises(SystemExit) as exit_code:
+        train.parse_args(flags)
+    stderr = capsys.readouterr().err
+    assert exit_code.value.code == 2 and expected in stderr and stderr.count("\n") == 1
+
+
+def test_pretrained_implies_shortcut_b():
+    assert train.parse_args(["--pretrained", "--model", "layer_152"]).shortcut == "B"
+    assert train.parse_args(["--pretrained", "--model", "layer_50", "--shortcut", "B"]).shortcut \
+        == "B"
+
+
+@pytest.fixture(scope="module")
+def vgg_model(colour_data, tmp_path_factory):
+    """A layer_14 model dir (initial weights, batch-norm statistics made up)
+    whose model.json says slim's VGG preprocessing, as a --pretrained run
+    writes it, for the colour data's classes."""
+    model_dir = str(tmp_path_factory.mktemp("vgg") / "models")
+    labels = contract.load_dataset_info(colour_data[1])["classes"]
+    manifest = {"model": "layer_14", "num_classes": len(labels), "image_size": 32,
+                "shortcut": "A", "pretrained": None,
+                "preprocessing": dict(pretrained.NORMALIZATION,
+                                      eval_crop=eval_transform.eval_crop(32), max_side=None)}
+    write_manifest(model_dir, dict(manifest, labels=labels))
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        images = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3])
+        build_network(images, dict(manifest, labels=labels), is_train=False)
+        session.run(tf.compat.v1.global_variables_initializer())
+        rng = np.random.default_rng(0)
+        for variable in tf.compat.v1.global_variables():
+            if "moving_variance" in variable.name:  # keeps the logits moderate
+                variable.load(rng.uniform(50, 100, variable.shape).astype(np.float32), session)
+        checkpoints.save_checkpoint(session, tf.compat.v1.train.Saver(), model_dir, 1)
+    return model_dir
+
+
+def network_on(model_dir, inputs):
+    """Softmax of the model's network on already normalised inputs."""
+    manifest = load_manifest(model_dir)
+    network, _ = frozen_network(manifest, model_dir)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        return session.run(tf.nn.softmax(import_network(network, tf.constant(inputs))))
+
+
+@pytest.mark.slow
+def test_every_reader_normalises_as_model_json_says(vgg_model, colour_data, tmp_path):
+    """Evaluation.py, useModel.py's Classifier, the SavedModel and the pixel
+    graph of the TFLite/ONNX exports all subtract the mean and divide by 1."""
+    _, data_dir = colour_data
+    manifest = load_manifest(vgg_model)
+    encoded = [tf.train.Example.FromString(record).features.feature["image/encoded"]
+               .bytes_list.value[0] for path in contract.shard_paths(data_dir, "validation")
+               for record in tf.compat.v1.io.tf_record_iterator(path)]
+    pixels = np.stack([eval_transform.eval_pixels(e, 32) for e in encoded])
+    expected = network_on(vgg_model, pixels - np.float32(normalization.MEAN_RGB))
+    # The test means something: ImageNet's division would answer otherwise.
+    imagenet = network_on(vgg_model, (pixels - np.float32(normalization.MEAN_RGB)) /
+                          np.float32(normalization.STD_RGB))
+    assert np.abs(imagenet - expected).max() > 0.05
+
+    evaluated, _, _, _ = predict_split(
+        manifest, vgg_model, None, Source(data_dir, "validation", 8),
+        hardware_precision.choose_precision("fp32", purpose="prediction"))
+    classifier = Classifier(vgg_model, precision="fp32")
+    graph, _, _ = pixel_graph.frozen_pixel_graph(vgg_model)
+    client_pixels = pixel_graph.tflite_pixels(encoded, 32)  # 0..255: the model normalises
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        pixel_model = session.run(tf.graph_util.import_graph_def(
+            graph, {pixel_graph.PIXELS_INPUT: tf.constant(client_pixels)},
+            return_elements=[pixel_graph.PROBABILITIES_OUTPUT + ":0"])[0])
+    saved_model, _ = export_saved_model(vgg_model, str(tmp_path / "export"))
+    serving = tf.saved_model.load(saved_model).signatures["serving_default"]
+    outputs = serving(image_bytes=tf.constant(encoded))
+    served = np.zeros_like(expected)
+    np.put_along_axis(served, outputs["class_ids"].numpy(), outputs["probabilities"].numpy(), 1)
+    for name, got in (("Evaluation.py", evaluated), ("Classifier", classifier.probabilities(
+            encoded)), ("pixel graph", pixel_model), ("SavedModel", served)):
+        np.testing.assert_allclose(got, expected, atol=2e-3, err_msg=name)
+
+
+@pytest.mark.slow
+def test_train_pretrained_starts_from_slims_checkpoint(server, colour_data, tmp_path):
+    _, data_dir = colour_data
+    model_dir, cache = tmp_path / "models", tmp_path / "cache"
+    env = dict(os.environ, **{pretrained.URL_VARIABLE: server.url})
+    command = ("train.py", "--pretrained", "--model", "layer_50", "--image_size", "32",
+               "--data_dir", data_dir, "--model_dir", model_dir, "--batch_size", "16",
+               "--epochs", "0.34", "--pretrained_cache", cache)
+    result = run_script(*command, env=env)
+    checkpoint = cache / "resnet_v1_50_2016_08_28" / MEMBER
+    assert server.requests == [("/" + TARBALL, None, 200)]
+    line = [l for l in result.stdout.splitlines() if l.startswith("initialised")][0]
+    # Every variable but the logits (1000 classes there, 3 here) came from slim's.
+    restored = len(pretrained.expected_shapes("layer_50"))
+    assert line.startswith(f"initialised {restored} variables from {checkpoint}; left at "
+                           f"their initial values: 2 excluded by --exclude_scopes, 0 not in it")
+    assert "finished: step 2" in result.stdout
+    manifest = load_manifest(str(model_dir))
+    assert manifest["pretrained"] == "resnet_v1_50_2016_08_28"
+    assert manifest["shortcut"] == "B"
+    assert manifest["preprocessing"]["mean_rgb"] == list(normalization.MEAN_RGB)
+    assert manifest["preprocessing"]["std_rgb"] == [1.0, 1.0, 1.0]
+    # Resuming downloads nothing, even with another (empty) cache.
+    again = run_script(*command[:-1], tmp_path / "empty", env=env)
+    assert "already trained to step 2" in again.stdout and len(server.requests) == 1
+    assert not (tmp_path / "empty").exists()
+    evaluation = run_script("Evaluation.py", "--model_dir", model_dir, "--data_dir", data_dir,
+                            "--json")
+    assert json.loads(evaluation.stdout)["num_examples"] == 24
