@@ -18,8 +18,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 from suite.plumbing.errors import UserError
+from suite.plumbing.flags import PRECISIONS
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}
 
 # What bf16 measured against fp32 on each kind of CPU (BENCHMARKS.md,

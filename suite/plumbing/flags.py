@@ -9,6 +9,8 @@ import sys
 
 DEFAULT_MODEL_DIR = "models"
 DEFAULT_DATA_DIR = "data/tfrecords"
+# What --precision accepts; suite.hardware.precision decides what auto means.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -84,7 +86,6 @@ def add_checkpoint(parser, all_of_them=False):
 def add_precision(parser, purpose):
     """--precision for training ("training") or for evaluating and
     classifying ("prediction"); suite.hardware.precision decides what auto is."""
-    from suite.hardware.precision import PRECISIONS  # TensorFlow: only scripts that compute
     if purpose == "training":
         help_text = ("what the layers compute in: bf16 (bfloat16) or fp16 (float16, with "
                      "dynamic loss scaling); variables, batch-norm statistics, the loss and "
