@@ -141,6 +141,20 @@ class RunConfig:
     def global_batch_size(self):
         return self.optimisation.batch_size * self.plan.num_replicas
 
+    def must_agree(self):
+        """What every worker of a cluster must have alike, by what a user would
+        change to fix it; the workers compare it before their first step
+        (suite.training.graph)."""
+        network, optimisation = self.network, self.optimisation
+        return {"--model": network.model, "--stem and --shortcut": (network.stem,
+                                                                     network.shortcut),
+                "--image_size": network.image_size, "the class list": network.labels,
+                "--batch_size": optimisation.batch_size,
+                "the devices per worker": len(self.plan.local_devices),
+                "the number of steps (--epochs)": self.steps.total_steps,
+                "--precision": self.precision.name,
+                "the images per split (dataset.json)": self.data.get("num_examples")}
+
     def manifest(self):
         """model.json: the network's description, and how it was trained."""
         return dict(self.network.manifest(self.max_side),

@@ -5,9 +5,10 @@ tf.distribute strategy, and the moving average of the weights.
 Both builders return the ops the loop runs, as a dict: "train_op", "loss",
 "accuracy", "learning_rate", "global_step", "moving_average" (None without
 --moving_average_decay), and for the replicated graph also "initializers",
-"stop_requested", "step_check" and "images_per_step".
+"stop_requested", "step_check", "agreement" and "images_per_step".
 """
 import math
+import zlib
 
 import tensorflow as tf
 import tf_slim as slim
@@ -97,6 +98,9 @@ def build_replicated_training_graph(config, strategy):
                                               context.num_input_pipelines))
 
     with strategy.scope():
+        # The first collective of the graph, so that it meets its peers'
+        # whatever else differs between the workers' graphs.
+        agreement = _agreement(config, strategy)
         global_step = tf.compat.v1.train.get_or_create_global_step()
         iterator = strategy.make_input_fn_iterator(input_fn)
         learning_rate = _learning_rate(config, global_step)
@@ -133,7 +137,27 @@ def build_replicated_training_graph(config, strategy):
             "learning_rate": learning_rate, "global_step": global_step,
             "initializers": iterator.initialize(), "stop_requested": stop_requested,
             "step_check": step_check, "images_per_step": config.global_batch_size,
-            **averaging}
+            "agreement": agreement, **averaging}
+
+
+def fingerprint(value):
+    """A number for a setting, the same on every worker that has the same
+    value: 20 bits of its CRC-32, so that the sums of squares of a few
+    thousand workers stay exact in float64."""
+    return float(zlib.crc32(repr(value).encode("utf-8")) & 0xFFFFF)
+
+
+def _agreement(config, strategy):
+    """Each of config.must_agree()'s settings as its fingerprint f, summed with
+    f squared and 1 over the replicas: (sum f, sum f^2, n) per setting. Every
+    worker has the same f exactly when n * sum f^2 == (sum f)^2 (see
+    suite.training.session.check_agreement)."""
+    values = tf.constant([fingerprint(v) for v in config.must_agree().values()], tf.float64)
+
+    def moments():
+        return tf.stack([values, values * values, tf.ones_like(values)])
+    return strategy.reduce(tf.distribute.ReduceOp.SUM,
+                           strategy.extended.call_for_each_replica(moments), axis=None)
 
 
 def _check_replicas_apart(replica_update_ops):

@@ -50,6 +50,8 @@ def initialize(config, session, ops, init_checkpoint=None):
     from the chief, but a checkpoint is read by each worker from --model_dir,
     which they must share; the steps they restored are compared.
     """
+    if config.plan.multi_worker:  # before the initializers, whose broadcasts need alike graphs
+        check_agreement(config, session.run(ops["agreement"]))
     session.run(tf.compat.v1.global_variables_initializer())
     session.run(ops.get("initializers", []))
     averages = moving_averages(ops)
@@ -67,6 +69,30 @@ def initialize(config, session, ops, init_checkpoint=None):
                             f"their mean is {total / count:g}): --model_dir must be a folder "
                             f"every worker shares, and so must --init_checkpoint")
     return restored, step
+
+
+def check_agreement(config, moments):
+    """Ends the run in one line naming what differs between the workers of a
+    cluster (config.must_agree()), from the moments of their fingerprints
+    (suite.training.graph): the same everywhere exactly when n * sum f^2 ==
+    (sum f)^2. Workers that disagree would otherwise wait for each other's
+    steps forever; every worker computes the same sums, so all stop."""
+    total, squares, count = moments
+    settings = config.must_agree()
+    differ = [(name, value) for (name, value), t, q, n in zip(settings.items(), total, squares,
+                                                             count) if n * q != t * t]
+    if differ:
+        raise UserError(
+            "the workers differ in " + ", ".join(f"{name} (here {_shown(value)})"
+                                                 for name, value in differ) +
+            ": start every worker with the same flags, the same data (one FlowIO.py output "
+            "every worker reads) and the same number of devices")
+
+
+def _shown(value):
+    if isinstance(value, (tuple, list)) and len(value) > 4:
+        return f"{len(value)} names: {', '.join(map(str, value[:3]))}, ..."
+    return str(value)
 
 
 def moving_averages(ops):

@@ -4,6 +4,7 @@ missing peers in one line, and real clusters of train.py processes on
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import train
-from helpers import REPO, finish, free_ports, run_script
+from helpers import REPO, finish, free_ports, one_error_line, run_script
 from suite.model import checkpoints
 from suite.model.manifest import load_manifest
 from suite.plumbing.errors import UserError
@@ -76,6 +77,15 @@ def test_a_tfjob_chief_is_the_chief_and_counts_as_a_worker():
                        '"task": {"type": "worker", "index": 5}}'}, "not in its cluster"),
     (["--num_cpu_replicas", "2", "--worker_hosts", "a:1,b:2", "--task_index", "0"], {},
      "one machine"),
+    (["--worker_hosts", "a:1,b:70000", "--task_index", "0"], {}, "1 to 65535"),
+    (["--worker_hosts", "127.0.0.1:5000,localhost:5000", "--task_index", "0"], {},
+     "127.0.0.1:5000 and localhost:5000 are the same socket"),
+    ([], {"TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:1"]}, '
+                       '"task": {"type": "worker", "index": 1e400}}'}, "not a whole number"),
+    ([], {"TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:1"]}, '
+                       '"task": {"type": "worker", "index": 1.9}}'}, "1.9 is not a whole"),
+    ([], {"TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:1"]}, '
+                       '"task": {"type": "worker", "index": true}}'}, "true is not a whole"),
 ])
 def test_a_wrong_cluster_or_device_count_is_one_line(argv, environ, words):
     with pytest.raises(UserError, match=words.replace("(", r"\(")):
@@ -128,6 +138,45 @@ def test_a_peer_that_never_starts_is_one_line_after_the_timeout():
                                 log=lambda *a, **k: said.append(a[0]))
     assert time.monotonic() - start < 10
     assert said and said[0].startswith(f"waiting for worker 1 at 127.0.0.1:{absent}")
+
+
+def _listening(host, port):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_the_server_listens_on_its_own_address_only_and_answers_as_a_worker():
+    """TensorFlow's server would listen on every interface: it listens on the
+    address its entry names, so another address of this machine (127.0.0.2
+    is one, as all of 127/8 is loopback) finds nothing there. A plain TCP
+    listener is not taken for a TensorFlow worker."""
+    mine, plain_port = free_ports(2)
+    plan = plan_of(["--worker_hosts", f"localhost:{mine},127.0.0.1:{plain_port}",
+                    "--task_index", "0", "--startup_timeout", "2"])
+    said = []
+    distribute._new_server(plan, tf.compat.v1.ConfigProto(), log=said.append)
+    assert not said  # no warning: the address was restricted
+    assert _listening("127.0.0.1", mine) and not _listening("127.0.0.2", mine)
+    assert distribute.answers_as_worker(f"127.0.0.1:{mine}")
+    with socket.create_server(("127.0.0.1", plain_port)):
+        assert not distribute.answers_as_worker(f"127.0.0.1:{plain_port}", timeout=1)
+        other, = free_ports(1)
+        plan = plan_of(["--worker_hosts", f"127.0.0.1:{other},127.0.0.1:{plain_port}",
+                        "--task_index", "0", "--startup_timeout", "2"])
+        with pytest.raises(UserError, match="accepts connections, but not as a TensorFlow "
+                                            "worker"):
+            distribute.start_server(plan, tf.compat.v1.ConfigProto(), log=said.append)
+
+
+def test_a_host_that_is_not_this_machine_is_one_line():
+    port, = free_ports(1)
+    plan = plan_of(["--worker_hosts", f"192.0.2.1:{port},127.0.0.1:1", "--task_index", "0"])
+    with pytest.raises(UserError, match=r"192.0.2.1 \(192.0.2.1\) is not an address of this "
+                                        r"machine, so it cannot be worker 0"):
+        distribute.start_server(plan, tf.compat.v1.ConfigProto())
 
 
 @pytest.mark.slow
@@ -198,3 +247,61 @@ def test_two_workers_train_a_kill_ends_both_and_a_relaunch_resumes(colour_data, 
     assert resumed >= saved and "resuming from" in out1
     assert "finished: step 18" in out and "finished at step 18" in out1
     assert checkpoints.checkpoint_step(checkpoints.list_checkpoints(model_dir)[0]) == 18
+
+
+@pytest.mark.slow
+def test_workers_that_disagree_all_stop_in_one_line_naming_the_difference(colour_data,
+                                                                           tmp_path):
+    """Different --batch_size on two workers once left both waiting in a
+    collective forever: they compare their settings first and both stop."""
+    _, data_dir = colour_data
+    hosts = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    workers = [_worker(0, hosts, data_dir, str(tmp_path / "models"), "--epochs", "1"),
+               _worker(1, hosts, data_dir, str(tmp_path / "models"), "--epochs", "1",
+                       "--batch_size", "4")]
+    try:
+        results = [finish(worker, 180) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
+    for (code, out, err), here in zip(results, ("8", "4")):
+        line = one_error_line(subprocess.CompletedProcess([], code, out, err))
+        assert line.startswith("error: the workers differ in --batch_size (here "
+                               f"{here}), the number of steps (--epochs)"), err
+        assert "--model" not in line and "class list" not in line
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_worker_whose_step_waits_for_a_frozen_peer(colour_data, tmp_path):
+    """A peer frozen mid-run (SIGSTOP: its sockets stay open, so it is not
+    lost) leaves the chief's step waiting; SIGTERM ends the chief within the
+    grace, in one line, where it was once ignored until SIGKILL."""
+    _, data_dir = colour_data
+    model_dir = str(tmp_path / "models")
+    hosts = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    run = ("--epochs", "50")
+    chief, other = (_worker(i, hosts, data_dir, model_dir, *run) for i in range(2))
+    try:
+        deadline = time.monotonic() + 240
+        while True:  # until the chief's progress lines show steps
+            line = chief.stdout.readline()
+            assert line and time.monotonic() < deadline, "no step within 240 s"
+            if line.startswith("step "):
+                break
+        other.send_signal(signal.SIGSTOP)
+        time.sleep(2)  # the chief is now in a step that cannot complete
+        chief.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        code, _, err = finish(chief, 60)
+        waited = time.monotonic() - sent
+    finally:
+        for process in (chief, other):
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.kill()
+                process.communicate()
+    assert code == 128 + signal.SIGTERM, err
+    assert waited < distribute.STOP_GRACE_SECS + 15
+    assert "error: SIGTERM: this worker's step has waited" in err and "Traceback" not in err
