@@ -7,7 +7,9 @@ saving them.
                       variables, NAME/ExponentialMovingAverage)
     best/             the checkpoint with the best validation accuracy so far,
                       plain variables under their own names (the averaged
-                      weights when those validated better)
+                      weights when those validated better), and best.json;
+                      a symbolic link to a hidden .best-STEP-XXXX folder, so
+                      that the two change together (save_best)
 
 Which checkpoint a reader takes (resolve_checkpoint, restore_chosen): best/'s
 when there is one, else the newest; "--checkpoint latest" the newest.
@@ -16,7 +18,9 @@ import contextlib
 import glob
 import os
 import re
+import shutil
 import sys
+import tempfile
 
 import tensorflow as tf
 
@@ -249,18 +253,56 @@ def save_checkpoint(session, saver, folder, step):
 
 
 def save_best(session, saver, model_dir, step, validation_top1, weights=RAW):
-    """Saves the checkpoint into best/ with its accuracy and which weights
-    saver writes (MOVING_AVERAGE: a Saver that writes the averages under the
-    weights' own names); returns the record. best/ keeps this checkpoint
-    only: another Saver (the other weights', or an earlier run's) wrote the
-    previous one, and a Saver deletes only its own."""
+    """Saves the checkpoint as best/ with its accuracy and which weights saver
+    writes (MOVING_AVERAGE: a Saver that writes the averages under the
+    weights' own names); returns the record.
+
+    The checkpoint and its best.json change together, in one rename: both
+    are written into a new hidden folder (.best-STEP-XXXX), then best, a
+    symbolic link in model_dir, is replaced by one to that folder, and the
+    folders it no longer names are removed. A run killed at any moment leaves
+    best/ naming a complete pair, the old or the new."""
     best = {"step": step, "validation_top1": float(validation_top1), "weights": weights}
-    best_dir = os.path.join(model_dir, BEST_DIR)
-    path = save_checkpoint(session, saver, best_dir, step)
-    for older in list_checkpoints(best_dir):
-        if older != path:
-            for name in glob.glob(glob.escape(older) + ".*"):
-                with contextlib.suppress(OSError):
-                    os.remove(name)
-    save_best_record(best_dir, best)
+    publish_best(model_dir, write_best_folder(session, saver, model_dir, best))
     return best
+
+
+def write_best_folder(session, saver, model_dir, best):
+    """A new hidden folder in model_dir holding saver's checkpoint and the
+    record best (best.json); returns its path."""
+    try:
+        folder = tempfile.mkdtemp(prefix=f".{BEST_DIR}-{best['step']}-", dir=model_dir)
+        os.chmod(folder, 0o755)  # mkdtemp's 0700 would hide best/ from other readers
+    except OSError as error:
+        raise UserError(f"cannot write to {model_dir} ({reason(error)}): free some space or "
+                        f"fix its permissions, then run train.py again to resume")
+    saver.set_last_checkpoints_with_time([])  # the Saver must not delete the old best/'s files
+    save_checkpoint(session, saver, folder, best["step"])
+    save_best_record(folder, best)
+    return folder
+
+
+def publish_best(model_dir, folder):
+    """Makes model_dir/best name folder (one rename of a symbolic link), then
+    removes the best folders it named before. A best/ that is a folder
+    (written by an earlier version) is first renamed out of the way."""
+    link = os.path.join(model_dir, BEST_DIR)
+    new_link = os.path.join(model_dir, f".{BEST_DIR}.link-{os.getpid()}")
+    try:
+        if os.path.isdir(link) and not os.path.islink(link):
+            os.rename(link, tempfile.mkdtemp(prefix=f".{BEST_DIR}-old-", dir=model_dir))
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(new_link)
+        os.symlink(os.path.basename(folder), new_link)
+        os.replace(new_link, link)
+    except OSError as error:
+        raise UserError(f"cannot update {link} ({reason(error)}): fix the permissions of "
+                        f"{model_dir}, then run train.py again to resume")
+    for name in os.listdir(model_dir):
+        stale = os.path.join(model_dir, name)
+        if name.startswith(f".{BEST_DIR}.link-") and os.path.islink(stale):
+            with contextlib.suppress(OSError):
+                os.remove(stale)  # a link left by a killed run (removing never follows it)
+        elif name.startswith(f".{BEST_DIR}-") and name != os.path.basename(folder) \
+                and os.path.isdir(stale) and not os.path.islink(stale):
+            shutil.rmtree(stale, ignore_errors=True)  # only folders made here, never via a link

@@ -93,6 +93,38 @@ def test_best_keeps_one_checkpoint_whichever_saver_wrote_it(tmp_path):
                                                  "weights": bookkeeping.RAW}
 
 
+def test_best_checkpoint_and_its_record_change_together(tmp_path):
+    """A kill between best/'s checkpoint and best.json once left the new
+    weights described as the old ones. Both now go into a new folder that
+    one rename of the best link publishes: a save cut short before it (the
+    folder written, not published) leaves the old pair, whole; the next
+    save removes the leftover. A best/ folder of an earlier version is
+    taken over."""
+    model_dir = str(tmp_path)
+    best_dir = os.path.join(model_dir, bookkeeping.BEST_DIR)
+    fake_checkpoints(best_dir, 1)  # an earlier version's best/: a plain folder
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        _, train_op, moving_average = toy_training(0)
+        session.run(tf.compat.v1.global_variables_initializer())
+        saver = best_savers(moving_average)[bookkeeping.RAW]
+        checkpoints.save_best(session, saver, model_dir, 3, 0.25)
+        assert os.path.islink(best_dir)
+        # A save killed before its rename: its folder is complete but not best/.
+        checkpoints.write_best_folder(session, saver, model_dir, {
+            "step": 6, "validation_top1": 0.5, "weights": bookkeeping.RAW})
+        assert [checkpoints.checkpoint_step(p) for p in
+                checkpoints.list_checkpoints(best_dir)] == [3]
+        assert bookkeeping.load_best(model_dir)["step"] == 3
+        assert "at step 3" in checkpoints.describe_checkpoint(model_dir)
+        session.run(train_op)
+        checkpoints.save_best(session, saver, model_dir, 9, 0.75)
+    assert [checkpoints.checkpoint_step(p) for p in
+            checkpoints.list_checkpoints(best_dir)] == [9]
+    assert bookkeeping.load_best(model_dir)["step"] == 9
+    hidden = [name for name in os.listdir(model_dir) if name.startswith(".")]
+    assert hidden == [os.readlink(best_dir)]  # the cut save's and older folders are gone
+
+
 def fake_checkpoints(folder, *steps):
     os.makedirs(folder, exist_ok=True)
     for step in steps:
