@@ -1,24 +1,29 @@
-"""Classifying image files with a trained model directory, loaded once:
+"""Classifying images with a trained model directory, loaded once:
 useModel.py's Python API.
 
     from useModel import Classifier        # or: from suite.prediction.classifier import ...
     classifier = Classifier("models")
     for result in classifier.predict(["a.jpg", "b.png"], top_k=3):
         print(result["path"], result["predictions"][0])  # {"label": ..., "probability": ...}
+
+A back-end passes what it holds instead of paths: the bytes of an upload, a
+file object, a PIL image or a numpy array (suite.images.decoding.encode_image).
 """
 import tensorflow as tf
 
 from suite.hardware.precision import choose_precision, session_config
-from suite.images.decoding import BadImage, encode_image_file
+from suite.images.decoding import (BadImage, describe_image_input, encode_image, is_one_image,
+                                   is_path)
 from suite.model.checkpoints import describe_checkpoint, restore_chosen
 from suite.model.manifest import load_manifest
 from suite.model.network import frozen_network, import_network, network_probabilities
+from suite.plumbing.errors import UserError
 from suite.prediction.results import rank
 from suite.preprocessing.evaluation import preprocess_batch, preprocess_for_eval
 
 
 class Classifier:
-    """A trained model loaded once: predict() classifies lists of image files.
+    """A trained model loaded once: predict() classifies lists of images.
 
     checkpoint: None (best/'s when there is one, else the newest), "best",
     "latest" or a prefix; checkpoint_description says which and why, and
@@ -67,20 +72,31 @@ class Classifier:
         return restore_chosen(self._session, model_dir, checkpoint)
 
     def probabilities(self, encoded_images):
-        """[len(encoded_images), num_classes] for JPEG bytes from encode_image_file."""
+        """[len(encoded_images), num_classes] for JPEG bytes from encode_image."""
         return self._session.run(self._probabilities, {self._encoded: encoded_images})
 
-    def predict(self, paths, top_k=3, threshold=None):
-        """One dict per path: {"path", "predictions": [{"label", "probability"}],
-        "label"} or {"path", "error"}. "label" is the best class, or "unknown"
-        when its probability is below threshold."""
-        results = [{"path": path} for path in paths]
+    def predict(self, images, top_k=3, threshold=None):
+        """One dict per image, in order: {"path" (for a path) or "input" (what
+        else it was: "item 2: 5,120 bytes"), "predictions": [{"label",
+        "probability"}], "label"} or {"path" or "input", "error"}. "label" is
+        the best class, or "unknown" when its probability is below threshold.
+
+        images: a list whose items are paths, encoded image bytes (an upload),
+        binary file objects, PIL images or HxWx3 uint8 RGB numpy arrays, mixed
+        as you like (suite.images.decoding.encode_image says what each is taken
+        to mean); each is seen as FlowIO stores its file. An item that is not a
+        usable image gets its own "error"; the others are still answered."""
+        images = _as_list(images)
+        results = [{"path": item} if is_path(item)
+                   else {"input": f"item {index}: {describe_image_input(item)}"}
+                   for index, item in enumerate(images)]
         max_side = self.manifest["preprocessing"].get("max_side")
-        for start in range(0, len(paths), self.batch_size):
+        for start in range(0, len(images), self.batch_size):
             batch, encoded = [], []
-            for result in results[start:start + self.batch_size]:
-                try:  # BadImage is all that one file can raise (suite.images.decoding)
-                    encoded.append(encode_image_file(result["path"], max_side)[0])
+            for item, result in zip(images[start:start + self.batch_size],
+                                    results[start:start + self.batch_size]):
+                try:  # BadImage is all that one item can raise (suite.images.decoding)
+                    encoded.append(encode_image(item, max_side)[0])
                     batch.append(result)
                 except BadImage as error:
                     result["error"] = str(error)
@@ -110,3 +126,17 @@ class Classifier:
 
     def close(self):
         self._session.close()
+
+
+def _as_list(images):
+    """predict's images as a list; one image passed on its own is refused,
+    not taken apart (a path into characters, bytes into numbers, an array
+    into rows). A 4-D array is a batch of HxWx3 images."""
+    if is_one_image(images):
+        raise UserError(f"Classifier.predict takes a list of images, and was given one "
+                        f"({describe_image_input(images)}): pass [image]")
+    try:
+        return list(images)
+    except TypeError:
+        raise UserError(f"Classifier.predict takes a list of images, and was given "
+                        f"{describe_image_input(images)}")

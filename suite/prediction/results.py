@@ -25,13 +25,19 @@ def rank(probabilities, labels, top_k=3, threshold=None):
             "label": "unknown" if unsure else predictions[0]["label"]}
 
 
+def image_name(result):
+    """Which image a result answers: its "path", or for an image passed as
+    bytes, a file object, a PIL image or an array, its "input" ("item 2: 5,120 bytes")."""
+    return result["path"] if "path" in result else result["input"]
+
+
 def print_results(results):
     """The text form: "path: label  (label p, ...)" per image on stdout, and
     "path: error: reason" per unusable input on stderr."""
     for result in results:
         if "error" in result:
-            print(f"{result['path']}: error: {result['error']}", file=sys.stderr)
+            print(f"{image_name(result)}: error: {result['error']}", file=sys.stderr)
             continue
         guesses = ", ".join(f"{p['label']} {p['probability']:.3f}"
                             for p in result["predictions"])
-        print(f"{result['path']}: {result['label']}  ({guesses})")
+        print(f"{image_name(result)}: {result['label']}  ({guesses})")
