@@ -7,7 +7,8 @@
 Every top-level sub-folder of --image_dir is a class (sorted names; images in
 deeper folders belong to it). Each file is decoded by content and stored as
 an upright 8-bit RGB JPEG (suite.images.decoding); files that cannot be used
-are skipped and reported with their reason, nothing is dropped silently.
+are skipped, each listed with its reason in dataset.json and counted by reason
+(with a few examples) on the console: nothing is dropped silently.
 Writes to --output_dir: labels.txt, train-*/validation-* TFRecord shards and
 dataset.json, the report (suite.data.contract). A re-run replaces only those;
 a non-empty folder that is not FlowIO's output is refused unless --overwrite;

@@ -1,5 +1,6 @@
 """FlowIO.py as a user runs it: a messy tree of real files converted, and the
 output folder kept safe from a second run, a full disk and a read-only folder."""
+import collections
 import io
 import json
 import os
@@ -20,7 +21,7 @@ from PIL import Image
 from helpers import (NOT_UTF8, REPO, cut_jpeg, make_tree, noise, one_error_line, png, run_script,
                      strict_json)
 from suite.data import contract, convert, output_dir, pipeline
-from suite.images import decoding
+from suite.images import decoding, finding
 from suite.plumbing import names
 from suite.preprocessing import evaluation as eval_preprocessing
 
@@ -139,7 +140,7 @@ def build_messy_tree(root):
     }
     reported = {p("cats", f) for f in ("zz_copy.jpg", "empty.jpg", "text.jpg", "page.png",
                                        "README.txt", "truncated.jpg", "conflict.png")}
-    reported |= {p("dogs", "huge.png"), p("dogs", "conflict.png"),
+    reported |= {p("dogs", "huge.png"), p("dogs", "conflict.png"), p("dogs", "loop"),
                  p("broken_class", "bad.jpg"), p("notes.txt"), p("dogs", NOT_UTF8 + "\n.jpg")}
     reported |= {p("cats", f) for f in ("pipe.jpg", "link_to_pipe.jpg", "link_to_device.jpg",
                                        "socket.jpg", "wide.png", "thin.png", "cut.jpg")}
@@ -202,6 +203,7 @@ def test_every_unusable_file_is_reported_with_a_reason(messy):
     assert "duplicate of" in skipped[p("cats", "zz_copy.jpg")]
     assert "cats, dogs" in skipped[p("dogs", "conflict.png")]
     assert "class folder" in skipped[p("notes.txt")]
+    assert skipped[p("dogs", "loop")] == finding.LINK_TO_ANCESTOR
     for name in ("pipe.jpg", "link_to_pipe.jpg"):
         assert skipped[p("cats", name)] == "not a regular file (a named pipe): not read"
     assert "(a character device)" in skipped[p("cats", "link_to_device.jpg")]
@@ -214,8 +216,11 @@ def test_every_unusable_file_is_reported_with_a_reason(messy):
     assert messy["info"]["label_conflicts"][0]["classes"] == ["cats", "dogs"]
     assert messy["info"]["duplicates"] == [{"path": p("cats", "zz_copy.jpg"),
                                             "duplicate_of": p("cats", "a.jpg")}]
-    for path in skipped:  # the printed report names every skipped file too
-        assert f"  {path}: " in messy["stdout"]
+    # The printed report counts them by kind of reason, with a few of each.
+    assert f"skipped {len(skipped)} file(s), by reason" in messy["stdout"]
+    kinds = collections.Counter(convert.reason_kind(reason) for reason in skipped.values())
+    for kind, count in kinds.items():
+        assert f"  {count:7d}  {kind}: " in messy["stdout"]
 
 
 @pytest.mark.slow
@@ -441,3 +446,34 @@ def test_a_read_only_output_dir_is_one_line(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120)
     one_error_line(result, f"cannot write to --output_dir {out}", "Read-only file system")
     assert_previous_output_intact(out, before)
+
+
+@pytest.mark.slow
+def test_many_unusable_files_are_a_summary_and_a_loop_link_is_one_entry(tmp_path):
+    image_dir, out = make_tree(str(tmp_path / "images")), str(tmp_path / "out")
+    for i in range(3000):
+        open(os.path.join(image_dir, "cat", f"empty{i}.jpg"), "wb").close()
+    os.symlink(".", os.path.join(image_dir, "self"))
+    result = flowio(image_dir, out, "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) < 12, result.stdout  # not one line per file
+    assert f"skipped 3001 file(s), by reason (each one with its reason: {out}/dataset.json" in (
+        result.stdout)
+    assert any(line.startswith("     3000  empty file: ") and line.endswith(" and 2997 more")
+               for line in lines), result.stdout
+    assert f"        1  a link to a folder that holds it: {image_dir}/self" in lines
+    info = contract.load_dataset_info(out)
+    assert len(info["skipped"]) == 3001 and info["classes"] == ["cat", "dog"]
+    assert info["num_examples"]["train"] + info["num_examples"]["validation"] == 6
+
+
+@pytest.mark.slow
+def test_a_lock_file_planted_as_a_link_is_one_line_and_its_target_untouched(tmp_path):
+    image_dir, out = make_tree(str(tmp_path / "images")), str(tmp_path / "out")
+    os.makedirs(out)
+    (tmp_path / "victim").write_bytes(b"keep me")
+    os.symlink(tmp_path / "victim", os.path.join(out, output_dir.LOCK_FILE))
+    one_error_line(flowio(image_dir, out), os.path.join(out, output_dir.LOCK_FILE),
+                   "is a symbolic link", "remove it")
+    assert (tmp_path / "victim").read_bytes() == b"keep me"

@@ -16,6 +16,7 @@ import hashlib
 import math
 import os
 import random
+import re
 import shutil
 import statistics
 import tempfile
@@ -29,7 +30,7 @@ from suite.data.staging import decode_all
 from suite.images.decoding import JPEG_QUALITY
 from suite.plumbing.errors import UserError
 from suite.plumbing.files import atomic_write_json
-from suite.plumbing.names import display_name
+from suite.plumbing.names import display_name, some
 
 
 def deduplicate(images):
@@ -54,8 +55,8 @@ def deduplicate(images):
         kept.append(copies[0])
         for c in copies[1:]:
             duplicates.append({"path": c["path"], "duplicate_of": copies[0]["path"]})
-            skipped.append({"path": c["path"],
-                            "reason": f"duplicate of {display_name(copies[0]['path'])}"})
+            skipped.append({"path": c["path"], "reason": "duplicate of an image kept: "
+                            + display_name(copies[0]["path"])})
     return kept, duplicates, conflicts, skipped
 
 
@@ -321,11 +322,33 @@ def print_report(info, output_dir):
               f"validation {counts['validation']:6d}")
     for name in info["empty_classes"]:
         print(f"  not a class: {name} (no usable image)")
-    if info["skipped"]:
-        print(f"skipped {len(info['skipped'])} file(s):")
-        for entry in info["skipped"]:
-            print(f"  {entry['path']}: {entry['reason']}")
+    print_skipped(info["skipped"], display_name(os.path.join(output_dir, DATASET_FILE)))
     if info["label_conflicts"]:
         print(f"{len(info['label_conflicts'])} image(s) appear in more than one class: "
               "fix the labels and re-run")
     print(f"report: {display_name(os.path.join(output_dir, DATASET_FILE))}")
+
+
+EXAMPLES_PER_REASON = 3
+
+
+def reason_kind(reason):
+    """A skip reason without its particulars (what follows ": " or " (", and
+    numbers): the kind of problem, which the report counts files by."""
+    head = re.split(r": | \(", reason, maxsplit=1)[0]
+    return re.sub(r"[0-9][0-9,x]*", "N", head)
+
+
+def print_skipped(skipped, full_list, out=None):
+    """The skipped files (dataset.json's "skipped") counted by kind of
+    reason, most common first, with a few of each: 100,000 empty files are a
+    line, not 100,000. full_list: where every file is listed with its reason."""
+    if not skipped:
+        return
+    by_kind = {}
+    for entry in skipped:
+        by_kind.setdefault(reason_kind(entry["reason"]), []).append(entry["path"])
+    print(f"skipped {len(skipped)} file(s), by reason (each one with its reason: {full_list}, "
+          f'"skipped"):', file=out)
+    for kind, paths in sorted(by_kind.items(), key=lambda item: -len(item[1])):
+        print(f"  {len(paths):7d}  {kind}: {some(paths, EXAMPLES_PER_REASON)}", file=out)

@@ -3,7 +3,7 @@ which cannot be used (files outside any class folder, folders that cannot be
 listed, class names that labels.txt cannot hold)."""
 import os
 
-from suite.images.finding import is_hidden, walk_files
+from suite.images.finding import LINK_TO_ANCESTOR, is_hidden, is_link_to_ancestor, walk_files
 from suite.plumbing.errors import UserError
 from suite.plumbing.names import display_name
 
@@ -11,7 +11,9 @@ from suite.plumbing.names import display_name
 def find_images(image_dir):
     """{class name: [file paths]} for a class-per-folder tree, and what cannot
     be used as {"path", "reason"}: files outside any class folder (they cannot
-    be labelled) and folders that could not be listed."""
+    be labelled), folders that could not be listed, and links to image_dir
+    or above it (a folder `self -> .` would make every image a member of two
+    classes, a label conflict for each)."""
     try:
         entries = sorted(os.listdir(image_dir))
     except OSError as error:
@@ -22,7 +24,9 @@ def find_images(image_dir):
         path = os.path.join(image_dir, entry)
         if is_hidden(entry):
             continue
-        if os.path.isdir(path):
+        if os.path.isdir(path) and is_link_to_ancestor(path):
+            skipped.append({"path": path, "reason": LINK_TO_ANCESTOR})
+        elif os.path.isdir(path):
             classes[entry], unlisted = walk_files(path)
             skipped.extend(unlisted)
         else:

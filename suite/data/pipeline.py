@@ -2,20 +2,27 @@
 file names), for training, validation, Evaluation.py and the benchmarks.
 
 Corrupt records raise tf.errors.DataLossError; they are never skipped
-(ignore_errors() would silently drop the rest of a shard): explain_data_error()
-turns the error into one line naming the shard.
+(ignore_errors() would silently drop the rest of a shard). A reader of a
+whole split counts its records as it reads them, and the end of each pass
+over the shards checks the count against dataset.json, at no extra read: a
+count of 100,000 over shards that hold 240 would otherwise train a schedule
+of the wrong length without a word. explain_data_error() turns each error
+into one line naming the shard or the split.
 """
 import os
+import re
 
 import tensorflow as tf
 
-from suite.data.contract import DATASET_FILE, FEATURES, load_dataset_info, shard_paths
+from suite.data.contract import (DATASET_FILE, FEATURES, check_records, load_dataset_info,
+                                  shard_paths)
 from suite.plumbing.errors import UserError, reason
 from suite.plumbing.names import display_name
 from suite.preprocessing.augment import Augmentation, preprocess_for_train
 from suite.preprocessing.evaluation import preprocess_for_eval
 
 LABEL_OUT_OF_RANGE = "a record's label is not one of the classes of dataset.json"
+RECORD_COUNT = "records in the split"  # marks the count check's error (_counted)
 
 
 def _parse_record(record, num_classes):
@@ -44,12 +51,14 @@ def make_dataset(data_dir, split, image_size, batch_size, training, preprocessin
       workers) share the split: every count-th file, or with fewer files than
       readers, every count-th record.
     """
-    paths = shard_paths(data_dir, split)
+    info = load_dataset_info(data_dir)
+    paths = shard_paths(data_dir, split, info)
     if not paths:
         raise UserError(f"{data_dir} has no {split} records: re-run FlowIO.py "
                         f"with --validation_ratio above 0 or --validation_dir")
-    num_classes = len(load_dataset_info(data_dir)["classes"])
-    records = _records(paths, training, seed, shard).map(
+    check_records(paths[0])
+    num_classes = len(info["classes"])
+    records = _records(paths, training, seed, shard, info["num_examples"][split]).map(
         lambda r: _parse_record(r, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
     if training:
         records = records.shuffle(10000, seed=seed, reshuffle_each_iteration=True).repeat()
@@ -68,9 +77,13 @@ def make_dataset(data_dir, split, image_size, batch_size, training, preprocessin
     return dataset.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
 
 
-def _records(paths, training, seed, shard):
+def _records(paths, training, seed, shard, expected):
     """The serialized records of the shards at paths: this reader's share
-    (shard), in training from the shards in a shuffled order."""
+    (shard), in training from the shards in a shuffled order. A reader that
+    reads every shard (alone, or sharing out records) checks each pass holds
+    `expected` records; a share of the files has no count of its own in
+    dataset.json, so it is not counted (train.py's validation, which reads
+    the whole split, still is)."""
     index, count = shard or (0, 1)
     by_record = count > len(paths)
     if not by_record:
@@ -84,14 +97,48 @@ def _records(paths, training, seed, shard):
     records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(paths), 8),
                                num_parallel_calls=tf.data.AUTOTUNE,
                                deterministic=not training or seed is not None or by_record)
+    if by_record or count == 1:
+        records = _counted(records, expected)
     return records.shard(count, index) if by_record else records
+
+
+def _counted(records, expected):
+    """records, failing at the end of each pass unless there were `expected`
+    of them: a marked end is appended, counted past and dropped. The
+    failure is an InvalidArgumentError that explain_data_error reads."""
+    def mark(is_end):
+        return lambda record: (record, is_end)
+
+    def count(seen, element):
+        record, is_end = element
+        complete = tf.logical_or(tf.logical_not(is_end), tf.equal(seen, expected))
+        with tf.control_dependencies([tf.debugging.Assert(complete, [RECORD_COUNT, seen])]):
+            return seen + 1, (tf.identity(record), is_end)
+
+    def is_record(record, is_end):
+        return tf.logical_not(is_end)
+
+    def record_only(record, is_end):
+        return record
+
+    end = tf.data.Dataset.from_tensors(tf.constant(b"")).map(mark(True))
+    return (records.map(mark(False)).concatenate(end)
+            .scan(tf.constant(0, tf.int64), count).filter(is_record).map(record_only))
 
 
 def explain_data_error(data_dir, split, error):
     """A one-line UserError naming the shard behind an error reading a split:
-    a damaged record (DataLossError) or a label outside the classes."""
-    num_classes = len(load_dataset_info(data_dir)["classes"])
-    for path in shard_paths(data_dir, split):
+    a damaged record (DataLossError), a label outside the classes, or
+    shards that hold more or fewer records than dataset.json lists."""
+    info = load_dataset_info(data_dir)
+    text = getattr(error, "message", None) or str(error)
+    counted = re.search(rf"\[{RECORD_COUNT}\] \[(\d+)\]", text)
+    if counted:
+        return UserError(f"the {split} shards of {data_dir} hold {counted.group(1)} records but "
+                         f"its {DATASET_FILE} lists {info['num_examples'][split]}: re-run "
+                         f"FlowIO.py to rebuild {data_dir}")
+    num_classes = len(info["classes"])
+    for path in shard_paths(data_dir, split, info):
         try:
             for record in tf.compat.v1.io.tf_record_iterator(os.fsencode(path)):
                 label = tf.train.Example.FromString(record).features.feature[

@@ -5,6 +5,14 @@ import glob
 import os
 
 IGNORED_FILES = {"Thumbs.db", "desktop.ini"}  # what file managers leave in folders
+LINK_TO_ANCESTOR = "a link to a folder that holds it: not followed (it would loop)"
+
+
+def is_link_to_ancestor(path):
+    """Whether path resolves to a folder that holds it: its own folder or
+    one above (`self -> .`, `loop -> ..`)."""
+    real, holder = os.path.realpath(path), os.path.realpath(os.path.dirname(path))
+    return real == holder or holder.startswith(real + os.sep)
 
 
 def is_hidden(name):
@@ -13,11 +21,13 @@ def is_hidden(name):
 
 def walk_files(folder):
     """(every non-hidden file under folder, sorted; folders that could not be
-    listed, as {"path", "reason"}).
+    listed or were not followed, as {"path", "reason"}).
 
-    Symlinked folders are followed, except into a folder already walked or an
-    ancestor of `folder` (a symlink loop, or a link that would pull other
-    classes into this one), so the walk always ends. Entries that are not
+    Symlinked folders are followed, except into a folder already walked (its
+    files are listed once), and a link to a folder that holds it or to one
+    above `folder` (a symlink loop, or a link that would pull other classes
+    into this one), which is reported as LINK_TO_ANCESTOR; so the walk
+    always ends. Entries that are not
     regular files (pipes, sockets, devices) are listed too, never opened:
     suite.images.decoding.read_image_file refuses them by path, so they are reported.
     """
@@ -31,7 +41,10 @@ def walk_files(folder):
 
     for root, dirs, files in os.walk(folder, onerror=unreadable, followlinks=True):
         real = os.path.realpath(root)
-        if real in seen_dirs or top.startswith(real + os.sep):
+        loops = root != folder and (top.startswith(real + os.sep) or is_link_to_ancestor(root))
+        if loops or real in seen_dirs:
+            if loops:
+                unlisted.append({"path": root, "reason": LINK_TO_ANCESTOR})
             dirs[:] = []
             continue
         seen_dirs.add(real)

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from helpers import NOT_UTF8, make_tree, strict_json
 from suite.data import contract, convert
+from suite.images.finding import LINK_TO_ANCESTOR
 from suite.plumbing import errors
 
 
@@ -110,3 +111,38 @@ def test_a_class_name_labels_txt_cannot_hold_is_refused_before_anything_is_writt
     assert "\n" not in str(error.value)
     str(error.value).encode("utf-8")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("reason,kind", [
+    ("empty file", "empty file"),
+    ("broken image: premature end of data segment", "broken image"),
+    ("not a regular file (a named pipe): not read", "not a regular file"),
+    ("300,000,000 bytes, more than any image we accept (268,435,456): shrink it first",
+     "N bytes, more than any image we accept"),
+    ("duplicate of an image kept: /images/cat/a.png", "duplicate of an image kept"),
+])
+def test_reason_kind_drops_the_particulars(reason, kind):
+    assert convert.reason_kind(reason) == kind
+
+
+def test_skipped_files_are_summarised_by_reason_with_a_few_of_each(capsys):
+    skipped = ([{"path": f"/images/cat/{i}.jpg", "reason": "empty file"} for i in range(100000)]
+               + [{"path": f"/images/dog/{i}.jpg", "reason": f"broken image: error {i}"}
+                  for i in range(2)])
+    convert.print_skipped(skipped, "out/dataset.json")
+    assert capsys.readouterr().out.splitlines() == [
+        'skipped 100002 file(s), by reason (each one with its reason: out/dataset.json, '
+        '"skipped"):',
+        "   100000  empty file: /images/cat/0.jpg, /images/cat/1.jpg, /images/cat/2.jpg "
+        "and 99997 more",
+        "        2  broken image: /images/dog/0.jpg, /images/dog/1.jpg"]
+
+
+def test_a_class_folder_linked_to_the_tree_is_skipped_and_the_rest_converts(tmp_path):
+    image_dir = make_tree(str(tmp_path / "images"))
+    os.symlink(".", os.path.join(image_dir, "self"))
+    info = convert.convert(image_dir, str(tmp_path / "out"), validation_ratio=0, workers=1)
+    assert info["classes"] == ["cat", "dog"] and info["num_examples"]["train"] == 6
+    assert info["label_conflicts"] == []
+    assert info["skipped"] == [{"path": os.path.join(image_dir, "self"),
+                                "reason": LINK_TO_ANCESTOR}]

@@ -101,3 +101,36 @@ def test_a_second_run_into_a_locked_folder_is_refused_and_touches_nothing(tmp_pa
     # Once it has ended, its leftovers are a dead run's, and removed.
     convert.convert(image_dir, out, workers=1)
     assert not os.path.exists(os.path.join(out, ".flowio-tmp-live"))
+
+
+def test_a_lock_file_planted_as_a_link_is_refused_in_one_line_naming_it(tmp_path):
+    image_dir = make_tree(str(tmp_path / "images"))
+    out = str(tmp_path / "out")
+    write_files(str(tmp_path), {"victim.txt": b"keep me"})
+    os.makedirs(out)
+    os.symlink(tmp_path / "victim.txt", os.path.join(out, output_dir.LOCK_FILE))
+    with pytest.raises(errors.UserError) as error:
+        convert.convert(image_dir, out, workers=1)
+    lock = os.path.join(out, output_dir.LOCK_FILE)
+    assert str(error.value) == (f"{lock} is a symbolic link, which FlowIO.py does not write "
+                                f"through (nothing was written): remove it and run again")
+    assert (tmp_path / "victim.txt").read_bytes() == b"keep me"
+    assert os.listdir(out) == [output_dir.LOCK_FILE]
+
+
+def test_links_planted_under_the_names_flowio_writes_are_replaced_never_written_through(
+        tmp_path):
+    image_dir = make_tree(str(tmp_path / "images"))
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    planted = ["labels.txt", "dataset.json", "train-00000-of-00001.tfrecord",
+               "validation-00000-of-00001.tfrecord", output_dir.JOURNAL_FILE]
+    for index, name in enumerate(planted):
+        write_files(str(tmp_path), {f"victim{index}": b"keep me"})
+        os.symlink(tmp_path / f"victim{index}", os.path.join(out, name))
+    convert.convert(image_dir, out, workers=1, num_shards=1, overwrite=True)
+    for index, name in enumerate(planted):
+        assert (tmp_path / f"victim{index}").read_bytes() == b"keep me"
+        assert not os.path.islink(os.path.join(out, name))
+    assert not os.path.exists(os.path.join(out, output_dir.JOURNAL_FILE))
+    assert contract.load_dataset_info(out)["num_examples"] == {"train": 4, "validation": 2}
