@@ -10,15 +10,19 @@ Prints top-1 (and top-5 with at least 5 classes) accuracy, macro-recall
 (the mean of the per-class recalls: on imbalanced data, how well the rare
 classes are found), the loss, a per-class table of precision, recall, F1 and
 support, and a confusion matrix; writes confusion_matrix.png,
-misclassified.csv and metrics.json to --output_dir (default:
-MODEL_DIR/eval). It evaluates best/'s checkpoint when there is one, else the
+confusion_matrix.csv (every non-zero cell), misclassified.csv and
+metrics.json (every class) to --output_dir (default: MODEL_DIR/eval). With
+more than 20 classes, the printed tables and the PNG show the 20 most
+confused. It evaluates best/'s checkpoint when there is one, else the
 newest, and its first line says which and why. `--checkpoint all` evaluates
 every checkpoint and marks the best. --json prints one JSON object instead.
+Ctrl-C or SIGTERM stops it cleanly, its temporary files removed.
 
 --image_dir evaluates every image of a class-per-folder tree, converted as
 FlowIO.py would into a temporary folder. --watch evaluates each new
-checkpoint as train.py writes it, as TF-slim's evaluation loop does, and
-writes TensorBoard summaries beside training's.
+checkpoint as train.py writes it, as TF-slim's evaluation loop does (a
+model_dir emptied and trained again included), and writes TensorBoard
+summaries beside training's.
 """
 import json
 import os
@@ -41,6 +45,7 @@ from suite.model.manifest import load_manifest
 from suite.plumbing import flags
 from suite.plumbing.errors import run_main
 from suite.plumbing.names import display_name
+from suite.plumbing.signals import signals_end_cleanly
 
 
 def parse_args(argv=None):
@@ -59,7 +64,7 @@ def parse_args(argv=None):
                         help="images per run of the network (default: %(default)s)")
     flags.add_precision(parser, "prediction")
     parser.add_argument("--output_dir", default=None,
-                        help="where the PNG, CSV and JSON go (default: MODEL_DIR/eval)")
+                        help="where the PNG, CSVs and JSON go (default: MODEL_DIR/eval)")
     flags.add_json(parser, "one JSON object")
     parser.add_argument("--watch", action="store_true",
                         help="evaluate each new checkpoint of --model_dir as it appears")
@@ -81,6 +86,11 @@ def parse_args(argv=None):
 
 
 def main():
+    with signals_end_cleanly("nothing more evaluated or written"):
+        evaluation()
+
+
+def evaluation():
     args = parse_args()
     precision = choose_precision(args.precision, purpose="prediction")
     output_dir = args.output_dir or os.path.join(args.model_dir, "eval")
@@ -120,11 +130,12 @@ def report(args, manifest, checkpoints, source, precision, output_dir, extra):
     if args.json:
         print(json.dumps(metrics, ensure_ascii=False), flush=True)
     else:
-        print_report(metrics, manifest["labels"], metrics["checkpoint"])
+        print_report(metrics, manifest["labels"])
     write_outputs(metrics, misclassified, manifest["labels"], metrics["files"])
     if not args.json:
         print(f"\n{len(misclassified)} misclassified: {metrics['files']['misclassified_csv']}")
-        print(f"confusion matrix: {metrics['files']['confusion_matrix_png']}")
+        print(f"confusion matrix: {metrics['files']['confusion_matrix_png']}, every cell: "
+              f"{metrics['files']['confusion_matrix_csv']}")
 
 
 def report_all(args, manifest, checkpoints, source, precision, extra):

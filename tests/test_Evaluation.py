@@ -1,15 +1,20 @@
 """Evaluation.py as a user runs it: its metrics, --checkpoint all, and image
 trees evaluated as FlowIO.py converts them, hostile ones included."""
 import csv
+import glob
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import NOT_UTF8, error_lines, png, run_script, strict_json
+from helpers import REPO, NOT_UTF8, error_lines, finish, png, run_script, strict_json
 from suite.data import contract
 from suite.images import decoding
 from suite.model import bookkeeping
@@ -34,11 +39,15 @@ def test_evaluation_reports_consistent_metrics_well_above_chance(colour_data, tr
     assert sum(row["support"] for row in result["per_class"]) == result["num_examples"]
     assert result["macro_recall"] == pytest.approx(np.mean([row["recall"]
                                                             for row in result["per_class"]]))
-    confusion = np.array(result["confusion_matrix"])
-    assert np.trace(confusion) / confusion.sum() == result["top1"]
+    cells = result["confusion_counts"]
+    right = sum(cell["count"] for cell in cells if cell["true"] == cell["predicted"])
+    assert sum(cell["count"] for cell in cells) == result["num_examples"]
+    assert right / result["num_examples"] == result["top1"]
+    with open(result["files"]["confusion_matrix_csv"], encoding="utf-8", newline="") as f:
+        assert [dict(row, count=int(row["count"])) for row in csv.DictReader(f)] == cells
     with open(result["files"]["misclassified_csv"], encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == result["num_examples"] - np.trace(confusion)
+    assert len(rows) == result["num_examples"] - right
     assert all(row["true"] != row["predicted"] for row in rows)
     with Image.open(result["files"]["confusion_matrix_png"]) as image:
         image.verify()
@@ -82,7 +91,7 @@ def test_evaluation_of_an_image_tree_equals_evaluation_of_its_records(colour_dat
     from_tree = json.loads(result.stdout)
     assert from_tree["num_examples"] == from_records["num_examples"] == 120
     assert from_tree["top1"] == from_records["top1"]
-    assert from_tree["confusion_matrix"] == from_records["confusion_matrix"]
+    assert from_tree["confusion_counts"] == from_records["confusion_counts"]
     assert sorted(row["file"] for row in from_tree["misclassified"]) == sorted(
         os.path.join(image_dir, row["file"]) for row in from_records["misclassified"])
     # The unusable file is reported as FlowIO.py reports it.
@@ -140,3 +149,45 @@ def test_evaluation_of_a_hostile_tree_writes_valid_reports(colour_data, trained_
     assert skipped == {str(image_dir / "green" / "pipe.png"):
                        "not a regular file (a named pipe): not read",
                        str(image_dir / "green" / "thin.png"): decoding.size_problem(60_000, 1)}
+
+
+def converting(tmp):
+    return glob.glob(os.path.join(tmp, "evaluation-records-*"))
+
+
+def evaluating(tmp):  # the records are complete: the network runs on them
+    return glob.glob(os.path.join(tmp, "evaluation-records-*", "dataset.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, moment", [(signal.SIGTERM, converting),
+                                         (signal.SIGINT, evaluating)],
+                         ids=["SIGTERM-converting", "SIGINT-evaluating"])
+def test_a_stopped_image_dir_evaluation_removes_its_records(colour_data, trained_model,
+                                                            tmp_path, sig, moment):
+    """SIGTERM or Ctrl-C while --image_dir's tree is converted or evaluated:
+    the converted copy in the temporary folder is removed, and the run ends
+    with one line and 128 + the signal's number, never a traceback."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "Evaluation.py"), "--model_dir", trained_model,
+         "--image_dir", colour_data[0], "--output_dir", tmp_path / "eval", "--batch_size", "1"],
+        cwd=REPO, env=dict(os.environ, TMPDIR=str(tmp)), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not moment(tmp) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert moment(tmp), "the run never got there"
+        process.send_signal(sig)
+        code, out, err = finish(process, 60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert os.listdir(tmp) == []
+    assert code == 128 + sig, (code, err[-2000:])
+    assert "Traceback" not in err
+    assert f"stopped by {sig.name}" in err.splitlines()[-1]
+    assert not (tmp_path / "eval" / "metrics.json").exists()

@@ -8,10 +8,10 @@ import numpy as np
 import tensorflow as tf
 
 from suite.data.contract import LABELS_FILE, load_dataset_info
-from suite.data.convert import convert
+from suite.data.convert import convert, print_skipped
 from suite.data.folders import find_images
 from suite.data.pipeline import explain_data_error, make_dataset
-from suite.evaluation.metrics import compute_metrics, misclassified_rows
+from suite.evaluation.metrics import Predictions, compute_metrics, misclassified_rows
 from suite.hardware.precision import session_config
 from suite.model import checkpoints
 from suite.model.bookkeeping import BEST_DIR
@@ -47,33 +47,47 @@ def choose_checkpoints(model_dir, choice):
     return chosen
 
 
-def predict_split(manifest, model_dir, checkpoint, source, precision):
-    """Probabilities, true labels and file names of every record of the
-    source's split, computed in `precision` (a Precision), and the checkpoint
-    they came from."""
-    network, checkpoint = frozen_network(manifest, model_dir, checkpoint, precision.graph_dtype)
+def run_split(network, manifest, source, precision, keep):
+    """Runs `network` (a frozen_network) in `precision` over the source's
+    split; returns what keep(probabilities, true labels) gives of each batch,
+    in order, and the file names of every record."""
+    kept, filenames = [], []
     with tf.Graph().as_default():
         with tf.device("/cpu:0"):  # input on the CPU, as in training
             dataset = make_dataset(source.data_dir, source.split, manifest["image_size"],
                                    source.batch_size, training=False,
                                    preprocessing=manifest["preprocessing"])
-            images, labels, filenames = \
-                tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
+            images, labels, names = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
         probabilities = tf.nn.softmax(import_network(network, images))
         with tf.compat.v1.Session(config=session_config(False, precision)) as session:
-            outputs = {"probabilities": [], "labels": [], "filenames": []}
             while True:
                 try:
-                    p, y, f = session.run([probabilities, labels, filenames])
+                    p, y, f = session.run([probabilities, labels, names])
                 except tf.errors.OutOfRangeError:
-                    break
+                    return kept, filenames
                 except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
                     raise explain_data_error(source.data_dir, source.split, error)
-                outputs["probabilities"].append(p)
-                outputs["labels"].append(y)
-                outputs["filenames"].extend(os.fsdecode(name) for name in f)  # any bytes
-    return (np.concatenate(outputs["probabilities"]), np.concatenate(outputs["labels"]),
-            outputs["filenames"], checkpoint)
+                kept.append(keep(p, y))
+                filenames.extend(os.fsdecode(name) for name in f)  # any bytes
+
+
+def predict_split(manifest, model_dir, checkpoint, source, precision):
+    """Probabilities, true labels and file names of every record of the
+    source's split, computed in `precision` (a Precision), and the checkpoint
+    they came from. It holds images x classes numbers; evaluate() does not."""
+    network, checkpoint = frozen_network(manifest, model_dir, checkpoint, precision.graph_dtype)
+    batches, filenames = run_split(network, manifest, source, precision, lambda p, y: (p, y))
+    return (np.concatenate([p for p, _ in batches]), np.concatenate([y for _, y in batches]),
+            filenames, checkpoint)
+
+
+def predict_summaries(manifest, model_dir, checkpoint, source, precision):
+    """The Predictions and file names of every record of the source's split,
+    and the checkpoint they came from. Each batch's probabilities are reduced
+    as they come, so memory is linear in images and classes, not their product."""
+    network, checkpoint = frozen_network(manifest, model_dir, checkpoint, precision.graph_dtype)
+    summaries, filenames = run_split(network, manifest, source, precision, Predictions.of_batch)
+    return Predictions.concatenate(summaries), filenames, checkpoint
 
 
 def convert_image_dir(image_dir, records_dir, manifest, model_dir, out):
@@ -102,10 +116,7 @@ def convert_image_dir(image_dir, records_dir, manifest, model_dir, out):
     # The model's --max_side, so the images are seen as in training.
     info = convert(image_dir, records_dir, validation_ratio=0,
                    max_side=manifest["preprocessing"].get("max_side"))
-    if info["skipped"]:
-        print(f"skipped {len(info['skipped'])} file(s):", file=out)
-        for entry in info["skipped"]:
-            print(f"  {entry['path']}: {entry['reason']}", file=out)
+    print_skipped(info["skipped"], "metrics.json", out=out)
     if info["classes"] != labels:
         empty = [name for name in labels if name not in info["classes"]]
         raise UserError(f"--image_dir {image_dir}: class folder(s) {some(empty, 10)} "
@@ -121,20 +132,20 @@ def evaluate(manifest, model_dir, checkpoint, source, precision):
         raise UserError(
             f"{source.data_dir} has classes {info['classes']} but the model in {model_dir} "
             f"was trained on {manifest['labels']}; evaluate on data with the same class folders")
-    probabilities, labels, filenames, checkpoint = predict_split(
+    predictions, filenames, checkpoint = predict_summaries(
         manifest, model_dir, checkpoint, source, precision)
     expected = info["num_examples"][source.split]
-    if len(labels) != expected:
-        raise UserError(f"read {len(labels)} {source.split} records from {source.data_dir} "
+    if len(filenames) != expected:
+        raise UserError(f"read {len(filenames)} {source.split} records from {source.data_dir} "
                         f"but dataset.json lists {expected}: a shard is damaged; "
                         f"re-run FlowIO.py")
     if source.image_dir is not None:
         # Records name files relative to the tree; the user needs paths to open.
         filenames = [os.path.join(source.image_dir, name) for name in filenames]
-    metrics = compute_metrics(probabilities, labels, manifest["labels"])
+    metrics = compute_metrics(predictions, manifest["labels"])
     metrics["checkpoint"] = checkpoint
     metrics["step"] = checkpoints.checkpoint_step(checkpoint)
     metrics["weights"] = checkpoints.checkpoint_weights(checkpoint)  # raw or moving average
     metrics["precision"] = precision._asdict()
     metrics["flip_average"] = manifest.get("flip_average", False)  # network.build_network
-    return metrics, misclassified_rows(probabilities, labels, filenames, manifest["labels"])
+    return metrics, misclassified_rows(predictions, filenames, manifest["labels"])

@@ -1,16 +1,23 @@
 """An evaluation's report: the text on stdout, and the files in --output_dir
-(confusion_matrix.png, misclassified.csv, metrics.json)."""
+(confusion_matrix.png, confusion_matrix.csv, misclassified.csv, metrics.json).
+What is printed and drawn stays bounded for thousands of classes: the most
+confused of them; the files hold every class and every non-zero cell."""
 import csv
 import io
 import os
 
-import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from suite.evaluation.metrics import summary_line
+from suite.evaluation.metrics import (CONFUSION_COLUMNS, confusion_submatrix, most_confused,
+                                      summary_line)
 from suite.model.bookkeeping import MOVING_AVERAGE
 from suite.plumbing.errors import UserError, reason
 from suite.plumbing.files import atomic_write, atomic_write_json
+
+# The classes the printed report and the PNG show at most: the most confused
+# ones. 20 columns of counts fit a wide terminal, and 20 rows of 36-pixel cells an
+# image any viewer opens; every class and cell is in the files.
+SHOWN_CLASSES = 20
 
 
 def _font(size):
@@ -22,67 +29,95 @@ def _font(size):
     return ImageFont.load_default()
 
 
-def draw_confusion_matrix(confusion, class_names):
-    """A labelled confusion-matrix PNG, as bytes. Rows and columns are labelled by class
+def draw_confusion_matrix(matrix, shown, class_names, support, note=""):
+    """A labelled confusion-matrix PNG, as bytes, of the classes `shown`
+    (indices; matrix: their confusion_submatrix), so its size is bounded
+    however many classes there are. Rows and columns are labelled by class
     index, with an index -> name legend beside the grid, so names a font
-    cannot draw (Chinese folder names, say) stay readable by their index."""
-    confusion = np.asarray(confusion)
-    n = len(class_names)
+    cannot draw (Chinese folder names, say) stay readable by their index.
+    A cell's shade is its share of all the images of its row's class
+    (support: images per class, by index), shown or not."""
+    n = len(shown)
     cell = max(14, min(48, 720 // max(n, 1)))
     font, small = _font(max(9, cell // 3)), _font(12)
     margin = 60
-    legend_width = 12 + 8 * max(len(f"{i}: {name}") for i, name in enumerate(class_names))
-    width = margin + n * cell + 20 + legend_width
+    legend = [f"{i}: {class_names[i]}" for i in shown]
+    legend_width = 12 + 8 * max(len(label) for label in legend)
+    title = "rows: true class, columns: predicted" + (f"; {note}" if note else "")
+    width = max(margin + n * cell + 20 + legend_width, margin + 7 * len(title))
     height = max(margin + n * cell + 30, 40 + 16 * n)
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    draw.text((margin, 8), "rows: true class, columns: predicted", fill="black", font=small)
-    row_totals = np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    for i in range(n):
-        draw.text((margin - 30, margin + i * cell + cell // 3), str(i), fill="black", font=font)
-        draw.text((margin + i * cell + cell // 3, margin - 20), str(i), fill="black", font=font)
-        for j in range(n):
-            share = confusion[i, j] / row_totals[i, 0]
+    draw.text((margin, 8), title, fill="black", font=small)
+    for row, i in enumerate(shown):
+        draw.text((8, margin + row * cell + cell // 3), str(i), fill="black", font=font)
+        draw.text((margin + row * cell + 2, margin - 20), str(i), fill="black", font=font)
+        for column in range(n):
+            count = matrix[row, column]
+            share = count / max(support[i], 1)
             shade = int(255 * (1 - share))
-            color = (shade, shade, 255) if i == j else (255, shade, shade)
-            box = (margin + j * cell, margin + i * cell, margin + (j + 1) * cell - 1,
-                   margin + (i + 1) * cell - 1)
+            color = (shade, shade, 255) if row == column else (255, shade, shade)
+            box = (margin + column * cell, margin + row * cell,
+                   margin + (column + 1) * cell - 1, margin + (row + 1) * cell - 1)
             draw.rectangle(box, fill=color, outline=(200, 200, 200))
-            if confusion[i, j] and cell >= 20:
-                draw.text((box[0] + 3, box[1] + cell // 3), str(confusion[i, j]),
+            if count and cell >= 20:
+                draw.text((box[0] + 3, box[1] + cell // 3), str(count),
                           fill="black" if share < 0.6 else "white", font=font)
     legend_x = margin + n * cell + 20
-    for i, name in enumerate(class_names):
-        label = f"{i}: {name}"
+    for row, label in enumerate(legend):
         try:
-            draw.text((legend_x, 40 + 16 * i), label, fill="black", font=small)
+            draw.text((legend_x, 40 + 16 * row), label, fill="black", font=small)
         except UnicodeEncodeError:  # the bitmap fallback font is Latin-1 only
-            draw.text((legend_x, 40 + 16 * i), f"{i}: {name.encode('ascii', 'replace').decode()}",
+            draw.text((legend_x, 40 + 16 * row), label.encode("ascii", "replace").decode(),
                       fill="black", font=small)
     png = io.BytesIO()
     image.save(png, format="PNG")
     return png.getvalue()
 
 
-def print_report(metrics, class_names, checkpoint):
+def shown_part(metrics, class_names):
+    """The classes the printed report and the PNG show (most_confused, at
+    most SHOWN_CLASSES) and their confusion_submatrix."""
+    shown = most_confused(metrics, class_names, SHOWN_CLASSES)
+    return shown, confusion_submatrix(metrics, class_names, shown)
+
+
+def subset_note(shown, class_names):
+    """"the 20 most confused of 2000 classes", or "" when all are shown."""
+    if len(shown) == len(class_names):
+        return ""
+    return f"the {len(shown)} most confused of {len(class_names)} classes"
+
+
+def print_report(metrics, class_names):
+    """The text report: the checkpoint, the summary, the per-class table and
+    the confusion matrix, these two of the shown_part only."""
     mirrored = " (each averaged with its mirror image)" if metrics["flip_average"] else ""
-    print(f"checkpoint {checkpoint}: {metrics['num_examples']} images{mirrored}")
+    print(f"checkpoint {metrics['checkpoint']}: {metrics['num_examples']} images{mirrored}")
     print(summary_line(metrics))
-    width = max(8, max(len(name) for name in class_names))
-    print(f"\n{'class':<{width}}  precision  recall     f1  support")
-    for row in metrics["per_class"]:
-        print(f"{row['class']:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
-              f"{row['f1']:5.3f}  {row['support']:7d}")
+    shown, matrix = shown_part(metrics, class_names)
+    note = subset_note(shown, class_names)
+    if note:
+        print(f"\nbelow: {note} (those of the biggest confusions); every class is in "
+              f"{metrics['files']['metrics_json']}, every cell of the confusion matrix in "
+              f"{metrics['files']['confusion_matrix_csv']}")
+    index_width = max(3, len(str(shown[-1])))
+    width = max(8, max(len(class_names[i]) for i in shown))
+    print(f"\n{'#':>{index_width}}  {'class':<{width}}  precision  recall     f1  support")
+    for i in shown:
+        row = metrics["per_class"][i]
+        print(f"{i:>{index_width}}  {row['class']:<{width}}  {row['precision']:9.3f}  "
+              f"{row['recall']:6.3f}  {row['f1']:5.3f}  {row['support']:7d}")
     print("\nconfusion matrix (rows: true, columns: predicted, by class index)")
-    confusion = metrics["confusion_matrix"]
-    cell = max(4, len(str(max(max(r) for r in confusion))) + 1)
-    print(" " * 4 + "".join(f"{j:>{cell}}" for j in range(len(confusion))))
-    for i, row in enumerate(confusion):
-        print(f"{i:>3} " + "".join(f"{v:>{cell}}" for v in row))
+    cell = max(index_width, len(str(matrix.max()))) + 1
+    print(" " * (index_width + 1) + "".join(f"{i:>{cell}}" for i in shown))
+    for i, row in zip(shown, matrix):
+        print(f"{i:>{index_width}} " + "".join(f"{v:>{cell}}" for v in row))
 
 
 def output_files(output_dir):
     return {"confusion_matrix_png": os.path.join(output_dir, "confusion_matrix.png"),
+            "confusion_matrix_csv": os.path.join(output_dir, "confusion_matrix.csv"),
             "misclassified_csv": os.path.join(output_dir, "misclassified.csv"),
             "metrics_json": os.path.join(output_dir, "metrics.json")}
 
@@ -99,15 +134,29 @@ def write_outputs(metrics, misclassified, class_names, files):
                         f"another --output_dir")
 
 
+def _csv_text(rows, columns):
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return table.getvalue()
+
+
 def _write_outputs(metrics, misclassified, class_names, files):
     os.makedirs(os.path.dirname(files["metrics_json"]), exist_ok=True)
+    shown, matrix = shown_part(metrics, class_names)
+    note = subset_note(shown, class_names)
+    if note:
+        note += f"; every cell: {os.path.basename(files['confusion_matrix_csv'])}"
+    support = [row["support"] for row in metrics["per_class"]]
     atomic_write(files["confusion_matrix_png"],
-                 draw_confusion_matrix(metrics["confusion_matrix"], class_names))
-    table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=["file", "true", "predicted", "probability"])
-    writer.writeheader()
-    writer.writerows(misclassified)
-    atomic_write(files["misclassified_csv"], table.getvalue())
+                 draw_confusion_matrix(matrix, shown, class_names, support, note))
+    # Every non-zero cell, one a row: zeros, nearly all of a matrix of
+    # thousands of classes, are left out.
+    atomic_write(files["confusion_matrix_csv"],
+                 _csv_text(metrics["confusion_counts"], CONFUSION_COLUMNS))
+    atomic_write(files["misclassified_csv"],
+                 _csv_text(misclassified, ["file", "true", "predicted", "probability"]))
     atomic_write_json(files["metrics_json"], metrics, indent=1)
 
 
