@@ -23,9 +23,11 @@ From Python, load once and classify many:
 
 --export writes a SavedModel for TensorFlow Serving to DIR/<next version>
 (suite.export.saved_model: image bytes in, every class with its probability
-out); --export_tflite and --export_onnx write pixel models with their class
-names beside them (suite.export.pixel_graph), which clients/onnx_predict.py
-runs without TensorFlow.
+out); --export_tflite and --export_onnx write pixel models that carry their
+class names and pixel contract in their metadata (suite.export.metadata),
+with the names also in a labels file beside them, the two written as a pair
+(suite.export.pixel_graph); clients/onnx_predict.py runs the ONNX model
+without TensorFlow.
 """
 import json
 import sys
@@ -97,15 +99,15 @@ def export(args):
         document.update(tflite=display_name(path), tflite_labels=display_name(labels_path))
         if not args.json:
             print(f"exported {checkpoint} -> {path} (float32 RGB 0..255 pixels in, "
-                  f"probabilities out; class names in {labels_path})")
+                  f"probabilities out; class names in its metadata and in {labels_path})")
     if args.export_onnx:
         path, labels_path, checkpoint = export_onnx(args.model_dir, args.export_onnx,
                                                     args.checkpoint)
-        document.update(onnx=path, onnx_labels=labels_path)
+        document.update(onnx=display_name(path), onnx_labels=display_name(labels_path))
         if not args.json:
             print(f"exported {checkpoint} -> {path} (ONNX opset {ONNX_OPSET}, float32 RGB "
-                  f"0..255 pixels in, probabilities out; class names in {labels_path}; "
-                  f"run it with clients/onnx_predict.py)")
+                  f"0..255 pixels in, probabilities out; class names in its metadata and "
+                  f"in {labels_path}; run it with clients/onnx_predict.py)")
     return document
 
 

@@ -6,8 +6,14 @@ TensorFlow.
 
 Needs onnxruntime, numpy, Pillow and simplejpeg (pip install -r
 clients/requirements-onnx.txt) and the repository's suite/ package, of which
-it imports only modules without TensorFlow. The class names are read from the labels
-file the export writes beside the model (MODEL.labels.txt). Output, exit code
+it imports only modules without TensorFlow. The class names are the ones the
+model carries (suite.export.metadata); the labels file the export writes
+beside it (MODEL.labels.txt) may be left out, and where it is there it must
+name the same classes in the same order, or the model is refused. An export
+made before models carried their names needs that file. A model that does
+not take float32 RGB pixels [N, S, S, 3] with any batch size (another
+tool's .onnx: NCHW, a fixed batch, uint8 input, free sides) is refused in
+one line saying what it takes. Output, exit code
 and the handling of unreadable files are useModel.py's: one line per image (or
 with --json one document: "model", "checkpoint", and "results" with "path",
 "label", "predictions" [{"label", "probability"}], or "error"), exit code
@@ -64,8 +70,8 @@ the repository, copy clients/onnx_predict.py and the suite/ folder into one
 folder; it looks for suite/ beside itself first, then in the folder above
 (the repository's layout), and imports only these modules of it, none of
 which imports TensorFlow: suite.images.decoding, suite.images.eval_transform,
-suite.images.finding, suite.prediction.results, suite.plumbing.flags and
-suite.plumbing.names.
+suite.images.finding, suite.export.metadata, suite.prediction.results,
+suite.plumbing.flags and suite.plumbing.names.
 """
 import ctypes
 import json
@@ -90,6 +96,7 @@ def _find_suite():
 
 
 _find_suite()
+from suite.export.metadata import OddMetadata, read_metadata  # noqa: E402
 from suite.images.decoding import BadImage, encode_image_file  # noqa: E402
 from suite.images.eval_transform import eval_pixels  # noqa: E402
 from suite.images.finding import expand_inputs  # noqa: E402
@@ -151,17 +158,16 @@ class OnnxClassifier:
         except Exception as error:  # onnxruntime's own exception types are not public
             raise ModelError(f"{model_path}: not an ONNX model onnxruntime can load "
                              f"({str(error).splitlines()[0][:200]})")
-        model_input = self._session.get_inputs()[0]
-        self._input_name = model_input.name
-        self.image_size = model_input.shape[1]
-        metadata = self._session.get_modelmeta().custom_metadata_map
-        self.max_side = json.loads(metadata.get("max_side", "null"))
-        self.checkpoint = metadata.get("checkpoint")
-        self.labels = _read_labels(labels_path(model_path))
-        num_classes = self._session.get_outputs()[0].shape[-1]
-        if num_classes != len(self.labels):
-            raise ModelError(f"{labels_path(model_path)} has {len(self.labels)} "
-                             f"class names, the model {num_classes} outputs: export again")
+        self._input_name, self.image_size, num_classes = _pixel_model_shape(
+            model_path, self._session)
+        try:
+            embedded, self.max_side, self.checkpoint = read_metadata(
+                self._session.get_modelmeta().custom_metadata_map, self.image_size,
+                num_classes)
+        except OddMetadata as error:
+            raise ModelError(f"{model_path}: its metadata is not what useModel.py "
+                             f"--export_onnx writes ({error}): export the model again")
+        self.labels = _model_labels(model_path, embedded, num_classes)
         self.batch_size = batch_size
 
     def _load_session(self, onnxruntime, model_path, options):
@@ -256,14 +262,86 @@ def _glibc_mallopt():
         return None
 
 
-def _read_labels(path):
+# The input this client feeds, and the output it reads (suite.export.metadata).
+EXPECTED_INPUT = ("one input float32 [N, S, S, 3] (RGB pixels 0..255, NHWC, any batch size N) "
+                  "and one output [N, classes]")
+
+
+def _pixel_model_shape(model_path, session):
+    """(input name, image side S, number of classes) of a model that takes
+    what EXPECTED_INPUT says; raises ModelError saying what it takes instead
+    (a foreign model: NCHW, a fixed batch, uint8, any side)."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape = inputs[0].shape if len(inputs) == 1 else []
+    out_shape = outputs[0].shape if len(outputs) == 1 else []
+    fits = (len(inputs) == 1 and inputs[0].type == "tensor(float)" and len(shape) == 4
+            and not isinstance(shape[0], int) and isinstance(shape[1], int) and shape[1] > 0
+            and shape[2] == shape[1] and shape[3] == 3
+            and len(outputs) == 1 and len(out_shape) == 2 and isinstance(out_shape[1], int)
+            and out_shape[1] > 0)
+    if not fits:
+        has = ", ".join(f"its {kind} {value.name!r} is {_describe(value)}"
+                        for kind, values in (("input", inputs), ("output", outputs))
+                        for value in values)
+        raise ModelError(f"{model_path}: not a pixel model of useModel.py --export_onnx: this "
+                         f"client needs {EXPECTED_INPUT}; {has}")
+    return inputs[0].name, shape[1], out_shape[1]
+
+
+def _describe(value):
+    """An ONNX Runtime input or output as "uint8 [1, 3, 224, 224]"; a free
+    dimension by its name, or "?"."""
+    dtype = value.type.removeprefix("tensor(").removesuffix(")")
+    dtype = {"float": "float32", "double": "float64"}.get(dtype, dtype)
+    dims = ", ".join("?" if d is None else str(d) for d in (value.shape or []))
+    return f"{dtype} [{dims}]"
+
+
+def _model_labels(model_path, embedded, num_classes):
+    """The class names: those the model carries, which the labels file beside
+    it (optional then) must repeat; else, for an export made before models
+    carried them, the labels file."""
+    path = labels_path(model_path)
+    if embedded is None:
+        labels = _read_labels(path, required=True)
+        if len(labels) != num_classes:
+            raise ModelError(f"{path} has {len(labels)} class names, {model_path} "
+                             f"{num_classes} outputs: export the model again")
+        return labels
+    in_file = _read_labels(path, required=False)
+    if in_file is not None and in_file != embedded:
+        raise ModelError(f"{path} does not match the class names in {model_path} "
+                         f"({_first_difference(in_file, embedded)}): delete {path} or export "
+                         f"the model again; the model's own names need no file")
+    return embedded
+
+
+def _first_difference(in_file, embedded):
+    """How a labels file's names differ from the model's, in a few words."""
+    if sorted(in_file) == sorted(embedded):
+        return "the same names in another order"
+    if len(in_file) != len(embedded):
+        return f"{len(in_file)} names, the model has {len(embedded)}"
+    line = next(i for i, (a, b) in enumerate(zip(in_file, embedded)) if a != b)
+    return f"line {line + 1} is {in_file[line]!r}, the model's is {embedded[line]!r}"
+
+
+def _read_labels(path, required):
+    """A labels file's names, one a line; None if it is absent and not required."""
     try:
         with open(path, encoding="utf-8") as f:
-            labels = [line.rstrip("\n") for line in f if line.strip()]
-    except OSError as error:
-        raise ModelError(f"cannot read the class names {path} ({error.strerror or error}): "
-                         f"it is written beside the model by useModel.py --export_onnx")
-    return labels
+            return [line.rstrip("\r\n") for line in f if line.strip()]
+    except FileNotFoundError:
+        if not required:
+            return None
+        raise ModelError(f"cannot read the class names {path} (no such file): the model "
+                         f"does not carry them (an export before they were embedded): "
+                         f"export it again with useModel.py --export_onnx, or write them "
+                         f"there, one a line in output order")
+    except (OSError, ValueError) as error:
+        raise ModelError(f"cannot read the class names {path} "
+                         f"({getattr(error, 'strerror', None) or error}): delete it or "
+                         f"export the model again")
 
 
 def main():

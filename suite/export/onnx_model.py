@@ -1,12 +1,11 @@
 """An ONNX model of the pixel contract (useModel.py --export_onnx), which
 clients/onnx_predict.py runs in ONNX Runtime without TensorFlow."""
-import json
 import logging
 
 import numpy as np
 
 from suite.export.pixel_graph import (PIXELS_INPUT, PROBABILITIES_OUTPUT, frozen_pixel_graph,
-                                      write_model_files)
+                                      pixel_model_metadata, write_model_files)
 from suite.plumbing.environment import quiet_tf1_notices
 from suite.plumbing.errors import UserError
 
@@ -132,16 +131,16 @@ def _split_conv(onnx_graph, graph, pad, conv, relu, padding):
 
 def export_onnx(model_dir, path, checkpoint=None):
     """Writes an ONNX model of the checkpoint (frozen_pixel_graph: the TFLite
-    model's contract, batch size free) to path and the class names beside it;
-    returns (path, labels path, checkpoint).
+    model's contract, batch size free) to path and the class names beside it,
+    as a pair (write_model_files); returns (path, labels path, checkpoint).
 
     Pixels in, as for TFLite: tf2onnx cannot convert the SavedModel's
     image-decoding string ops, and ONNX has no JPEG decoder. The model's
-    metadata (custom_metadata_map in ONNX Runtime) holds what a client needs
-    besides the labels: "max_side" (the --max_side images were shrunk to
-    before the JPEG encoding, JSON null for none) and "checkpoint". The
-    option-A shortcuts are rewritten for ONNX Runtime's fastest layout
-    (split_padded_shortcuts).
+    metadata_props (custom_metadata_map in ONNX Runtime) hold what a client
+    needs: the class names, the pixel contract, "max_side" (the --max_side
+    images were shrunk to before the JPEG encoding, JSON null for none) and
+    "checkpoint" (suite.export.metadata). The option-A shortcuts are
+    rewritten for ONNX Runtime's fastest layout (split_padded_shortcuts).
     """
     try:  # only this export needs them, and tf2onnx takes seconds to import
         import onnx
@@ -160,9 +159,7 @@ def export_onnx(model_dir, path, checkpoint=None):
     for value in list(model.graph.input) + list(model.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "N"  # not tf2onnx's "unk__215"
     split_padded_shortcuts(model)
-    max_side = manifest.get("preprocessing", {}).get("max_side")
-    onnx.helper.set_model_props(model, {"max_side": json.dumps(max_side),
-                                        "checkpoint": checkpoint})
+    onnx.helper.set_model_props(model, pixel_model_metadata(manifest, checkpoint))
     labels_file = write_model_files("--export_onnx", path, model.SerializeToString(),
                                     manifest["labels"])
     return path, labels_file, checkpoint

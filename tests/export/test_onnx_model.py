@@ -9,6 +9,7 @@ import pytest
 
 import onnx_predict
 from suite.export import onnx_model
+from suite.images import eval_transform
 from suite.model import checkpoints
 from suite.model.manifest import load_manifest
 
@@ -40,6 +41,15 @@ def test_onnx_model_contract(exported, trained_model, tmp_path, monkeypatch):
     metadata = session.get_modelmeta().custom_metadata_map
     assert metadata["checkpoint"] == checkpoints.resolve_checkpoint(trained_model)
     assert json.loads(metadata["max_side"]) is None
+    # The model carries its class names and its pixel contract, from the
+    # suite's definitions (suite.export.metadata).
+    assert json.loads(metadata["labels"]) == labels
+    contract = json.loads(metadata["pixel_contract"])
+    assert (contract["input"], contract["shape"], contract["range"], contract["max_side"]) == (
+        "pixels", ["N", size, size, 3], [0, 255], None)
+    assert contract["resize_shorter_side_to"] == eval_transform.eval_shorter_side(size)
+    assert contract["normalization"]["mean_rgb"] == manifest["preprocessing"]["mean_rgb"]
+    assert contract["normalization"]["std_rgb"] == manifest["preprocessing"]["std_rgb"]
     # Any batch size; rows are probabilities and do not depend on the batch.
     pixels = np.random.default_rng(0).uniform(0, 255, (5, size, size, 3)).astype(np.float32)
     batch = session.run(None, {"pixels": pixels})[0]

@@ -1,5 +1,6 @@
 """suite/export/tflite_model.py: the TFLite export runs in LiteRT and agrees
 with useModel.py."""
+import json
 import os
 
 import numpy as np
@@ -8,7 +9,7 @@ import tensorflow as tf
 
 import onnx_predict
 from helpers import sorted_to_label_order
-from suite.export import pixel_graph
+from suite.export import pixel_graph, tflite_model
 from suite.model.manifest import load_manifest
 
 
@@ -22,12 +23,19 @@ from suite.model.manifest import load_manifest
 def test_tflite_model_runs_in_litert_and_agrees(exported, sample_images, trained_model):
     """In LiteRT (ai_edge_litert, the runtime tf.lite.Interpreter's warning
     points to), with the pixels prepared by the TensorFlow-free client's code."""
+    import onnx
     from ai_edge_litert.interpreter import Interpreter
     folder, encoded = sample_images
     manifest = load_manifest(trained_model)
     size, labels = manifest["image_size"], manifest["labels"]
     with open(exported["tflite_labels"], encoding="utf-8") as f:
         assert f.read().splitlines() == labels
+    # It carries the ONNX export's metadata: its class names and pixel contract.
+    with open(exported["tflite"], "rb") as f:
+        entries = tflite_model.metadata_entries(f.read())
+    onnx_metadata = {p.key: p.value for p in onnx.load(exported["onnx"]).metadata_props}
+    assert {key: entries[key].decode("utf-8") for key in onnx_metadata} == onnx_metadata
+    assert json.loads(entries["labels"]) == labels
     names = sorted(encoded)
     serving = tf.saved_model.load(exported["saved_model"]).signatures["serving_default"]
     reference = sorted_to_label_order(
