@@ -1,14 +1,23 @@
 """suite/training/pretrained.py (train.py --pretrained): TF-slim's published
 resnet_v1 checkpoints fetched from a real HTTP server on 127.0.0.1 (cached,
 checked, explained when there is no network), and the preprocessing they
-were trained with, used by every reader of the model."""
+were trained with, used by every reader of the model. What a hostile source
+or cache gets: a gzip bomb, NaN weights, a stuck lock holder, a drip that
+the user stops with Ctrl-C, a password in the URL, a planted link."""
+import contextlib
 import filecmp
+import http.server
 import io
 import json
+import math
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tarfile
+import threading
 import time
 
 import numpy as np
@@ -18,7 +27,7 @@ import tf_slim as slim
 from tf_slim.nets import resnet_v1
 
 import train
-from helpers import free_ports, run_script, serving, slim_arg_scope
+from helpers import REPO, finish, free_ports, no_hang, run_script, serving, slim_arg_scope
 from suite.data import contract
 from suite.evaluation.evaluate import Source, predict_split
 from suite.export import pixel_graph
@@ -71,10 +80,6 @@ def published(tmp_path_factory):
     served.mkdir()
     make_tarball(served / TARBALL, checkpoint)
     return str(served), str(checkpoint)
-
-
-
-
 
 
 @pytest.fixture()
@@ -267,6 +272,243 @@ def test_the_check_covers_our_network_with_shortcut_b():
     assert expected["resnet_v1_50/block1/unit_1/bottleneck_v1/shortcut/weights"] == \
         [1, 1, 64, 256]
     assert not any("logits" in name for name in expected)
+
+
+# ---------------------------------------------------------------------------
+# Hostile sources and caches
+# ---------------------------------------------------------------------------
+class Zeros:
+    """A file of size zero bytes, read without holding them."""
+
+    def __init__(self, size):
+        self.left = size
+
+    def read(self, size=-1):
+        size = self.left if size < 0 else min(size, self.left)
+        self.left -= size
+        return bytes(size)
+
+
+def zeros_tarball(path, members):
+    """A .tar.gz of (name, size) members of zeros: a gzip bomb (113 MB of
+    zeros pack into 0.5 MB)."""
+    with tarfile.open(path, "w:gz", compresslevel=1) as archive:
+        for name, size in members:
+            info = tarfile.TarInfo(name)
+            info.size = size
+            archive.addfile(info, Zeros(size))
+
+
+def serve_only(server, folder):
+    """The test server serves folder (made if need be) instead of `published`."""
+    folder.mkdir(exist_ok=True)
+    server.root = str(folder)
+    return folder
+
+
+def cap():
+    return pretrained.largest_plausible_size("layer_50")
+
+
+def test_the_size_cap_fits_the_published_checkpoint(published):
+    # The real tarball is 95 MB; ours (slim's own graph) is the checkpoint's
+    # size, 102 MB; both under the cap, which is not far above them.
+    assert os.path.getsize(published[1]) < cap() < 1.25 * os.path.getsize(published[1])
+
+
+@pytest.mark.parametrize("members,detail", [
+    (lambda cap: [(MEMBER, cap + 1)], lambda cap: f" ({MEMBER}: {cap + 1:,} bytes)"),
+    (lambda cap: [("README", cap // 2 + 1), ("LICENSE", cap // 2 + 1), (MEMBER, 1000)],
+     lambda cap: ""),
+], ids=["one huge member", "members that add up"])
+def test_a_gzip_bomb_is_refused_at_the_cap_and_not_kept(server, tmp_path, members, detail):
+    sizes = members(cap())
+    zeros_tarball(serve_only(server, tmp_path / "served") / TARBALL, sizes)
+    cache = tmp_path / "cache"
+    with pytest.raises(errors.UserError) as error:
+        fetch(server, cache)
+    assert str(error.value).startswith(
+        f"{cache / TARBALL} (from {server.url}{TARBALL}) is not TF-slim's "
+        f"resnet_v1_50_2016_08_28 (it unpacks to more than {cap():,} bytes, more than the "
+        f"checkpoint can plausibly be{detail(cap())}); removed it")
+    assert sorted(os.listdir(cache)) == [TARBALL + ".lock"]
+
+
+def test_a_download_larger_than_the_cap_is_refused_before_a_byte(tmp_path):
+    cache = tmp_path / "cache"
+    with dripping(200_000_000) as server, no_hang(60), \
+            pytest.raises(errors.UserError) as error:
+        fetch(server, cache)
+    assert f"(it is 200,000,000 bytes, more than the {cap():,} the file can be). " in \
+        str(error.value)
+    assert_explains_where_to_put_it(str(error.value), server.url + TARBALL, cache)
+    assert sorted(os.listdir(cache)) == [TARBALL + ".lock"]
+
+
+@pytest.fixture(scope="module")
+def nan_checkpoint(tmp_path_factory):
+    """A checkpoint with every variable of resnet_v1_50, shapes right, all NaN."""
+    path = tmp_path_factory.mktemp("nan") / MEMBER
+    with tf.Graph().as_default():
+        for name, shape in pretrained.expected_shapes("layer_50").items():
+            tf.compat.v1.get_variable(name, shape,
+                                      initializer=tf.compat.v1.constant_initializer(np.nan))
+        save_v1_checkpoint(path)
+    return path
+
+
+def test_a_checkpoint_of_nan_is_refused_downloaded_or_cached(server, nan_checkpoint, tmp_path):
+    make_tarball(serve_only(server, tmp_path / "served") / TARBALL, nan_checkpoint)
+    first, shape = next(iter(pretrained.expected_shapes("layer_50").items()))
+    problem = (f"{first} holds {math.prod(shape):,} NaN or infinite values, and 264 more "
+               f"variables do")
+    cache = tmp_path / "cache"
+    with pytest.raises(errors.UserError) as error:
+        fetch(server, cache)
+    assert f"is not TF-slim's resnet_v1_50_2016_08_28 ({problem}); removed it" in \
+        str(error.value)
+    assert sorted(os.listdir(cache)) == [TARBALL + ".lock"]
+    # Put there by hand: refused at its use, and removed.
+    where = pretrained.paths("layer_50", str(tmp_path / "by hand"))
+    os.makedirs(where.folder)
+    shutil.copy(nan_checkpoint, where.checkpoint)
+    with pytest.raises(errors.UserError) as error:
+        pretrained.fetch("layer_50", str(tmp_path / "by hand"))
+    assert str(error.value).startswith(f"{where.checkpoint} is not TF-slim's "
+                                       f"resnet_v1_50_2016_08_28 checkpoint ({problem})")
+    assert not os.path.exists(where.folder)
+
+
+HOLD_LOCK = """
+import sys, time
+from suite.plumbing.files import exclusive_lock
+with exclusive_lock(sys.argv[1], "train.py --pretrained"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_lock_held_too_long_is_one_line_naming_its_holder(server, tmp_path):
+    lock = tmp_path / (TARBALL + ".lock")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        with no_hang(30):
+            assert holder.stdout.readline() == "locked\n"
+        out = io.StringIO()
+        with no_hang(30), pytest.raises(errors.UserError) as error:
+            pretrained.fetch("layer_50", str(tmp_path), base_url=server.url, out=out,
+                             lock_wait=0.5)
+    finally:
+        holder.kill()
+        holder.wait()
+    who = f"train.py --pretrained (pid {holder.pid})"
+    assert out.getvalue() == f"waiting for {who}, which is fetching {TARBALL} into {tmp_path}\n"
+    assert str(error.value) == (f"{who} is still fetching {TARBALL} into {tmp_path} after "
+                                f"0.5 s of waiting (it holds {lock}): let it finish or stop "
+                                f"it, then run again")
+    assert server.requests == []
+
+
+def test_a_tarball_that_is_not_a_regular_file_is_refused_unread(tmp_path):
+    where = pretrained.paths("layer_50", str(tmp_path))
+    os.mkfifo(where.tarball)  # where a tarball put there by hand goes
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}/"
+    with no_hang(30), pytest.raises(errors.UserError) as error:
+        pretrained.fetch("layer_50", str(tmp_path), base_url=dead)
+    assert f"{where.tarball} (from " in str(error.value)
+    assert "(not a regular file but a named pipe); removed it" in str(error.value)
+    assert not os.path.exists(where.tarball)
+
+
+def test_a_password_in_the_url_is_never_shown(server, tmp_path):
+    serve_only(server, tmp_path / "empty")
+    url = server.url.replace("http://", "http://alice:secret@")
+    with pytest.raises(errors.UserError) as error:
+        pretrained.fetch("layer_50", str(tmp_path / "cache"), base_url=url, out=io.StringIO())
+    message = str(error.value)
+    assert f"cannot download {server.url.replace('http://', 'http://***@')}{TARBALL} " \
+           f"(HTTP 404 Not Found)" in message
+    assert "alice" not in message and "secret" not in message
+
+
+def test_a_link_planted_as_the_part_file_is_one_line_and_not_followed(server, tmp_path):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("precious")
+    (tmp_path / "cache").mkdir()
+    part = tmp_path / "cache" / (TARBALL + ".part")
+    os.symlink(victim, part)
+    with pytest.raises(errors.UserError) as error:
+        fetch(server, tmp_path / "cache")
+    assert str(error.value).startswith(f"{part} is a symbolic link (to {victim}), not a "
+                                       f"download in progress")
+    assert victim.read_text() == "precious" and server.requests == []
+
+
+class Drip(http.server.BaseHTTPRequestHandler):
+    """Promises server.length bytes, then sends a byte every 50 ms until the
+    client goes."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(self.server.length))
+        self.end_headers()
+        try:
+            while True:
+                self.wfile.write(b"\0")
+                time.sleep(0.05)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def dripping(length):
+    """A Drip server on 127.0.0.1: its base URL is .url."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    httpd.length, httpd.url = length, f"http://127.0.0.1:{httpd.server_port}/"
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("presses", [1, 2], ids=["once", "twice"])
+def test_ctrl_c_during_the_download_is_one_line_and_keeps_the_part(colour_data, tmp_path,
+                                                                   presses):
+    cache = tmp_path / "cache"
+    with dripping(100_000_000) as drip:
+        env = dict(os.environ, **{pretrained.URL_VARIABLE: drip.url})
+        process = subprocess.Popen(
+            [sys.executable, os.path.join(REPO, "train.py"), "--pretrained", "--model",
+             "layer_50", "--data_dir", colour_data[1], "--model_dir", str(tmp_path / "models"),
+             "--pretrained_cache", str(cache)],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            with no_hang(120):
+                while not process.stdout.readline().startswith("downloading "):
+                    assert process.poll() is None, process.stderr.read()
+            time.sleep(0.3)  # a few bytes arrive
+            for _ in range(presses):
+                process.send_signal(signal.SIGINT)
+                time.sleep(0.02)
+            code, _, stderr = finish(process, 60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    part = cache / (TARBALL + ".part")
+    assert code == 130 and "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if "Ctrl-C" in line or "rror" in line]
+    assert lines == [f"stopped (Ctrl-C) fetching {drip.url}{TARBALL}; "
+                     f"the {part.stat().st_size:,} bytes received are kept in {part} and the "
+                     f"next run resumes there"], stderr
+    assert part.stat().st_size > 0
 
 
 def test_train_without_network_is_one_line_and_writes_no_model(colour_data, tmp_path,
