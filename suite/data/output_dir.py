@@ -57,18 +57,7 @@ def lock(output_dir):
         held=lambda holder: UserError(f"{holder} is writing to --output_dir "
                                       f"{display_name(output_dir)}: wait for it to finish, "
                                       f"or choose another folder"),
-        cannot_write=lambda error: _cannot_lock(output_dir, error))
-
-
-def _cannot_lock(output_dir, error):
-    """The one-line UserError for a lock that cannot be taken. A symbolic
-    link planted under the lock's name is never opened (O_NOFOLLOW): its
-    "Too many levels of symbolic links" would not say what to do."""
-    path = os.path.join(output_dir, LOCK_FILE)
-    if os.path.islink(path):
-        return UserError(f"{display_name(path)} is a symbolic link, which FlowIO.py does not "
-                         f"write through (nothing was written): remove it and run again")
-    return cannot_write(output_dir, error)
+        cannot_write=lambda error: cannot_write(output_dir, error))
 
 
 def _listed_outputs(path):

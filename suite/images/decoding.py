@@ -30,6 +30,8 @@ import numpy as np
 import simplejpeg
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from suite.plumbing.files import file_kind
+
 JPEG_QUALITY = 95            # what re-encoded images are stored at
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
 
@@ -54,11 +56,6 @@ MAX_ASPECT_RATIO = 20
 # (16-bit RGBA, 8 bytes a pixel), plus room for metadata (EXIF, ICC, XMP,
 # thumbnails).
 MAX_FILE_BYTES = 8 * MAX_PIXELS + 16 * 2**20
-
-_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
-                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                (stat.S_ISDIR, "a folder"))
-
 
 class BadImage(Exception):
     """The file is not a usable image; the message is the reason."""
@@ -110,10 +107,6 @@ def size_problem(width, height):
     return None
 
 
-def _file_kind(mode):
-    return next((kind for test, kind in _NOT_REGULAR if test(mode)), "not a regular file")
-
-
 def read_image_file(path):
     """The bytes of an image file, read with every safeguard.
 
@@ -125,7 +118,7 @@ def read_image_file(path):
     try:
         info = os.stat(path)  # follows links: a link to an image is that image
         if not stat.S_ISREG(info.st_mode):
-            raise BadImage(f"not a regular file ({_file_kind(info.st_mode)}): not read")
+            raise BadImage(f"not a regular file ({file_kind(info.st_mode)}): not read")
         if info.st_size > MAX_FILE_BYTES:
             raise BadImage(f"{info.st_size:,} bytes, more than any image we accept "
                            f"({MAX_FILE_BYTES:,}): shrink it first")
@@ -135,7 +128,7 @@ def read_image_file(path):
         with open(fd, "rb") as f:
             opened = os.fstat(f.fileno())
             if not stat.S_ISREG(opened.st_mode):
-                raise BadImage(f"not a regular file ({_file_kind(opened.st_mode)}): not read")
+                raise BadImage(f"not a regular file ({file_kind(opened.st_mode)}): not read")
             # One byte more than the file should hold tells a file that grew.
             data = f.read(min(opened.st_size, MAX_FILE_BYTES) + 1)
             if len(data) > opened.st_size:

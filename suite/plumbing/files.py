@@ -10,7 +10,23 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 import tempfile
+import time
+
+from suite.plumbing.errors import UserError
+
+
+_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                (stat.S_ISDIR, "a folder"))
+
+
+def file_kind(mode):
+    """What a file that is not a regular one is, in words ("a named pipe"),
+    from its st_mode: said instead of opening it (opening a pipe blocks until
+    someone writes, and a device's data need not end)."""
+    return next((kind for test, kind in _NOT_REGULAR if test(mode)), "not a regular file")
 
 
 def atomic_write(path, data):
@@ -56,26 +72,27 @@ def _read_holder(fd):
 
 
 @contextlib.contextmanager
-def exclusive_lock(path, who, wait=False, on_wait=None):
+def exclusive_lock(path, who, wait=False, on_wait=None, timeout=None):
     """Holds an exclusive flock() on the file at path (created if need be),
     which then says "WHO (pid N)" (who: the script, e.g. "FlowIO.py").
 
     Without wait, a lock held by another process raises LockHeld naming the
     holder at once; with wait, on_wait(holder) is called once and the lock is
-    waited for. Opening or locking the file raises OSError (a read-only or
-    network folder). The file stays when the lock ends: deleting it would let
-    a third process lock a fresh file while a second holds the old one.
+    waited for, at most timeout seconds (None: as long as it takes), after
+    which LockHeld names the holder then: a holder that is stuck is reported
+    instead of blocking its waiters forever. Opening or locking the file
+    raises OSError (a read-only or network folder). The file stays when the
+    lock ends: deleting it would let a third process lock a fresh file while
+    a second holds the old one.
     """
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _locked_now(fd):
             if not wait:
-                raise LockHeld(_read_holder(fd)) from None
+                raise LockHeld(_read_holder(fd))
             if on_wait is not None:
                 on_wait(_read_holder(fd))
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _wait_for_lock(fd, timeout)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{who} (pid {os.getpid()})\n".encode("utf-8"), 0)
         _HELD.add(fd)
@@ -85,20 +102,54 @@ def exclusive_lock(path, who, wait=False, on_wait=None):
         os.close(fd)
 
 
+LOCK_POLL_SECS = 0.2  # how often a bounded wait for a lock tries it again
+
+
+def _locked_now(fd):
+    """Whether flock(fd) succeeded now, without waiting."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _wait_for_lock(fd, timeout):
+    """flock(fd) once the holder lets go, waiting at most timeout seconds
+    (None: as long as it takes; flock has no timeout of its own, so a bounded
+    wait tries again every LOCK_POLL_SECS). Raises LockHeld naming the
+    holder when the time is up."""
+    if timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout
+    while not _locked_now(fd):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise LockHeld(_read_holder(fd))
+        time.sleep(min(LOCK_POLL_SECS, remaining))
+
+
 @contextlib.contextmanager
 def folder_lock(folder, name, who, held, cannot_write):
     """Holds exclusive_lock on folder/name (the folder created if need be) for
     the one process that may write folder. held(holder) and
     cannot_write(error) make the exceptions that refuse a second writer and a
     folder that cannot be written; raised only for taking the lock, never for
-    what the caller does while holding it."""
+    what the caller does while holding it. A symbolic link planted under the
+    lock's name (say by another user of a shared folder) is never opened:
+    a UserError names it."""
+    path = os.path.join(folder, name)
     lock = contextlib.ExitStack()
     try:
         os.makedirs(folder, exist_ok=True)
-        lock.enter_context(exclusive_lock(os.path.join(folder, name), who))
+        lock.enter_context(exclusive_lock(path, who))
     except LockHeld as holder:
         raise held(str(holder)) from None
     except OSError as error:
+        if os.path.islink(path):  # O_NOFOLLOW's "Too many levels of symbolic links"
+            raise UserError(f"{path} is a symbolic link, which {who} does not write "
+                            f"through (nothing was written): remove it and run again") from None
         raise cannot_write(error) from None
     with lock:
         yield
