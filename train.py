@@ -116,7 +116,7 @@ def parse_args(argv=None):
     group.add_argument("--batch_size", type=flags.positive_int, default=Optimisation.batch_size,
                        help="images per step on each replica (default: %(default)s)")
     images_seen = ", ".join(f"{n:,} images ({m})" for m, n in DEFAULT_TRAINING_IMAGES.items())
-    group.add_argument("--epochs", type=flags.positive_float, default=None,
+    group.add_argument("--epochs", type=flags.epochs, default=None,
                        help="passes over the training split (default: "
                             f"{MAX_DEFAULT_EPOCHS} for small sets, fewer for larger ones so "
                             f"that about {images_seen} are seen, at least "
@@ -130,7 +130,7 @@ def parse_args(argv=None):
                        default=Optimisation.lr_schedule,
                        help="after warm-up: cosine decay to 0, or x0.1 at 50%%/75%% of "
                             "training (default: %(default)s)")
-    group.add_argument("--warmup_epochs", type=flags.non_negative_float,
+    group.add_argument("--warmup_epochs", type=flags.epochs_or_zero,
                        default=Optimisation.warmup_epochs,
                        help="linear learning-rate warm-up (default: %(default)s)")
     group.add_argument("--momentum", type=flags.below_one, default=Optimisation.momentum,
@@ -166,7 +166,7 @@ def parse_args(argv=None):
                        help="also checkpoint at least this often (default: %(default)s)")
     group.add_argument("--keep_checkpoints", type=flags.positive_int, default=5,
                        help="newest checkpoints kept, besides best/ (default: %(default)s)")
-    group.add_argument("--eval_every_epochs", type=flags.non_negative_float, default=1,
+    group.add_argument("--eval_every_epochs", type=flags.epochs_or_zero, default=1,
                        help="validation accuracy interval; 0 turns it off (default: %(default)s)")
     group.add_argument("--early_stop_patience", type=flags.non_negative_int, default=0,
                        help="stop when this many validations in a row have not beaten the "

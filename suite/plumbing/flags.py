@@ -60,6 +60,11 @@ positive_float = _checked(float, lambda v: v > 0, "positive")
 non_negative_float = _checked(float, lambda v: v >= 0, "0 or more")
 probability = _checked(float, lambda v: 0 <= v <= 1, "between 0 and 1")
 below_one = _checked(float, lambda v: 0 <= v < 1, "at least 0 and below 1")
+# A count of epochs: more than a million is never a real setting, and its
+# steps would overflow the schedule's arithmetic.
+MAX_EPOCHS = 1_000_000
+epochs = _checked(float, lambda v: 0 < v <= MAX_EPOCHS, f"positive, at most {MAX_EPOCHS:,}")
+epochs_or_zero = _checked(float, lambda v: 0 <= v <= MAX_EPOCHS, f"0 to {MAX_EPOCHS:,}")
 
 
 def int_in_range(low, high):

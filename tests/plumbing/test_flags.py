@@ -11,6 +11,8 @@ import useModel
 @pytest.mark.parametrize("parse,argv,flag", [
     (train.parse_args, ["--epochs", "nan"], "--epochs"),
     (train.parse_args, ["--epochs", "inf"], "--epochs"),
+    (train.parse_args, ["--epochs", "1e300"], "--epochs"),
+    (train.parse_args, ["--eval_every_epochs", "1e300"], "--eval_every_epochs"),
     (train.parse_args, ["--warmup_epochs", "nan"], "--warmup_epochs"),
     (train.parse_args, ["--log_every_steps", "0"], "--log_every_steps"),
     (train.parse_args, ["--batch_size", "-1"], "--batch_size"),
