@@ -146,6 +146,7 @@ def refused(url, target, limits):
     return str(error.value), time.monotonic() - start
 
 
+@pytest.mark.slow
 def test_a_drip_fails_after_one_window_and_keeps_what_arrived(tmp_path):
     # A byte every 20 ms: each read is well within the socket timeout.
     with sending(body=bytes(1_000_000), piece=1, pause=0.02) as httpd:
@@ -167,6 +168,7 @@ def test_a_slow_but_honest_link_finishes(tmp_path):
     assert (tmp_path / TARBALL).read_bytes() == body
 
 
+@pytest.mark.slow
 def test_the_deadline_stops_a_download_that_goes_on_and_on(tmp_path):
     with sending(body=bytes(10_000_000), piece=20_000, pause=0.01) as httpd:
         message, seconds = refused(httpd.url + TARBALL, tmp_path / TARBALL,

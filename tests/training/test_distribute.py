@@ -108,6 +108,7 @@ def test_a_lost_peers_error_names_it():
     assert distribute.lost_peer_error(plan, tf.errors.OutOfRangeError(None, None, "end")) is None
 
 
+@pytest.mark.slow
 def test_peer_watch_names_a_peer_unreachable_during_a_run():
     port, = free_ports(1)  # nothing listens there
     plan = plan_of(["--worker_hosts", f"127.0.0.1:{port},127.0.0.1:1", "--task_index", "1"])
@@ -126,6 +127,7 @@ def test_peer_watch_names_a_peer_unreachable_during_a_run():
         watch.stop()
 
 
+@pytest.mark.slow
 def test_a_peer_that_never_starts_is_one_line_after_the_timeout():
     mine, absent = free_ports(2)
     plan = plan_of(["--worker_hosts", f"127.0.0.1:{mine},127.0.0.1:{absent}",
@@ -148,6 +150,7 @@ def _listening(host, port):
         return False
 
 
+@pytest.mark.slow
 def test_the_server_listens_on_its_own_address_only_and_answers_as_a_worker():
     """TensorFlow's server would listen on every interface: it listens on the
     address its entry names, so another address of this machine (127.0.0.2
