@@ -428,7 +428,7 @@ def test_read_only_folders_are_one_line_and_evaluation_prints_its_metrics_first(
         colour_data, trained_model, disk):
     path, read_only = disk("256m")
     model_dir = os.path.join(path, "models")
-    shutil.copytree(trained_model, model_dir)
+    shutil.copytree(trained_model, model_dir, symlinks=True)  # best is a link: copy it as one
     read_only()
     result = run_script("Evaluation.py", "--model_dir", model_dir, "--data_dir",
                         colour_data[1], check=False)

@@ -3,6 +3,7 @@ stored on disk until the split is known (FlowIO.py's heavy part)."""
 import hashlib
 import multiprocessing
 import os
+import signal
 
 from suite.images.decoding import BadImage, encode_image_bytes, read_image_file
 from suite.plumbing.files import close_inherited_locks
@@ -69,8 +70,7 @@ def _convert_all(tasks, workers):
         pool = None
     else:
         # fork: workers need only Pillow, and TensorFlow has run nothing yet.
-        pool = multiprocessing.get_context("fork").Pool(workers,
-                                                        initializer=close_inherited_locks)
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_start_worker)
         iterator = pool.imap(_convert_one, tasks, chunksize=8)
     try:
         for result in iterator:
@@ -81,6 +81,16 @@ def _convert_all(tasks, workers):
         if pool is not None:
             pool.terminate()
     return results
+
+
+def _start_worker():
+    """A forked conversion worker: without the parent's locks, and with the
+    default signal handling, whatever handlers the parent script installed
+    (suite.plumbing.signals): pool.terminate()'s SIGTERM then ends it at
+    once, even in C code, and Ctrl-C is the parent's to handle."""
+    close_inherited_locks()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def decode_all(files, staging_dir, max_side, workers):

@@ -59,8 +59,13 @@ def signals_end_cleanly(what="nothing more done or written"):
         signal.signal(sig, stop)
     try:
         yield
-    except Stopped as stopped:
-        print(f"stopped by {stopped}: {what}", file=sys.stderr)
-        sys.exit(128 + stopped.signum)
+    except BaseException as error:
+        # After a Stopped, whatever comes out is its consequence (a `with`
+        # cut short while entering may raise its own error on the way out).
+        if not isinstance(error, Stopped) and not raised:
+            raise
+        signum = error.signum if isinstance(error, Stopped) else raised[0]
+        print(f"stopped by {signal.Signals(signum).name}: {what}", file=sys.stderr)
+        sys.exit(128 + signum)
     finally:
         sys.unraisablehook = previous_hook
