@@ -53,12 +53,14 @@ DEADLINE_SECS = 4 * 3600
 @dataclasses.dataclass(frozen=True)
 class Limits:
     """What a download may take: max_bytes of body (None: no cap; the caller
-    knows how large its file can be), deadline seconds in all, and at least
-    min_rate bytes a second over every window seconds."""
+    knows how large its file can be), deadline seconds in all, at least
+    min_rate bytes a second over every window seconds, and answer_within
+    seconds for the server's status line and headers."""
     max_bytes: int | None = None
     deadline: float = DEADLINE_SECS
     min_rate: float = MIN_BYTES_PER_SEC
     window: float = RATE_WINDOW_SECS
+    answer_within: float = RATE_WINDOW_SECS
 
 
 class CannotWrite(Exception):
@@ -139,7 +141,8 @@ def _download(url, path, timeout, out, limits, stop_at):
     partial = path + ".part"
     have = _part_size(partial, limits.max_bytes)
     try:
-        response = _open(url, {"Range": f"bytes={have}-"} if have else {}, timeout)
+        with _answered_within(limits.answer_within):
+            response = _open(url, {"Range": f"bytes={have}-"} if have else {}, timeout)
     except urllib.error.HTTPError as error:
         if error.code != 416 or not have:  # 416: the range starts at or after the end
             raise
@@ -171,6 +174,29 @@ def _download(url, path, timeout, out, limits, stop_at):
         # http.client returns what arrived when a connection closes early.
         raise http.client.IncompleteRead(b"", total - have)
     replace(partial, path)
+
+
+@contextlib.contextmanager
+def _answered_within(seconds):
+    """Refused unless the server has answered (status line and headers) within
+    seconds: a server that drips its headers, each byte within the socket's
+    timeout, would otherwise hold the download forever, before the body's
+    rate rule starts. A timer signal interrupts the blocked read, so this
+    works in the main thread only (elsewhere the socket timeout alone holds)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def too_slow(signum, frame):
+        raise Refused(f"it did not answer within {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _part_size(partial, max_bytes):

@@ -8,6 +8,7 @@ import contextlib
 import filecmp
 import http.server
 import io
+import itertools
 import os
 import re
 import shutil
@@ -158,6 +159,36 @@ def test_a_drip_fails_after_one_window_and_keeps_what_arrived(tmp_path):
     part = tmp_path / (TARBALL + ".part")
     assert 0 < part.stat().st_size < 1000  # kept: the next run resumes it
     assert not (tmp_path / TARBALL).exists()
+
+
+class DripHeaders(http.server.BaseHTTPRequestHandler):
+    """Sends its status line a byte every 50 ms, without end: each read is
+    well within the socket timeout, and no body ever starts."""
+
+    def do_GET(self):
+        try:
+            for byte in itertools.cycle(b"HTTP/1.1 200 OK"):
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:  # the client went away
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_server_that_drips_its_headers_is_refused_within_the_answer_time(tmp_path):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DripHeaders)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        message, seconds = refused(f"http://127.0.0.1:{httpd.server_address[1]}/{TARBALL}",
+                                   tmp_path / TARBALL, download.Limits(answer_within=1))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert message == "it did not answer within 1 s"
+    assert seconds < 10
 
 
 def test_a_slow_but_honest_link_finishes(tmp_path):
