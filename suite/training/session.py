@@ -11,6 +11,8 @@ from suite.model.bookkeeping import MOVING_AVERAGE, RAW
 from suite.model.checkpoints import average_name, is_average, restore_newest
 from suite.plumbing.errors import UserError
 from suite.training import distribute
+from suite.training.cluster_server import start_server
+from suite.training.peer_watch import PeerWatch, WatchedSession
 from suite.training.warm_start import warm_start
 
 
@@ -26,11 +28,11 @@ def open_session(config, strategy):
         with tf.compat.v1.Session(config=proto) as session:
             yield session
         return
-    server = distribute.start_server(plan, proto)
-    watch = distribute.PeerWatch(plan)
+    server = start_server(plan, proto)
+    watch = PeerWatch(plan)
     try:
         with tf.compat.v1.Session(server.target, config=proto) as session:
-            yield distribute.WatchedSession(session, watch)
+            yield WatchedSession(session, watch)
     except tf.errors.OpError as error:
         lost = distribute.lost_peer_error(plan, error)
         if lost is None:

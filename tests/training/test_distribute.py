@@ -1,10 +1,9 @@
-"""suite/training/distribute.py: the plan from flags and TF_CONFIG, lost and
-missing peers in one line, and real clusters of train.py processes on
-127.0.0.1."""
+"""suite/training/distribute.py: the plan from flags and TF_CONFIG, lost
+peers in one line, and real clusters of train.py processes on 127.0.0.1 (workers
+that disagree, a worker blocked when SIGTERM comes)."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from helpers import REPO, finish, free_ports, one_error_line, run_script
 from suite.model import checkpoints
 from suite.model.manifest import load_manifest
 from suite.plumbing.errors import UserError
-from suite.training import distribute
+from suite.training import distribute, peer_watch
 from suite.training.config import BASE_LEARNING_RATE
 
 
@@ -106,80 +105,6 @@ def test_a_lost_peers_error_names_it():
     assert "lost worker 1 (127.0.0.1:2223) (recvmsg:Connection reset by peer)" in message
     assert "\n" not in message
     assert distribute.lost_peer_error(plan, tf.errors.OutOfRangeError(None, None, "end")) is None
-
-
-@pytest.mark.slow
-def test_peer_watch_names_a_peer_unreachable_during_a_run():
-    port, = free_ports(1)  # nothing listens there
-    plan = plan_of(["--worker_hosts", f"127.0.0.1:{port},127.0.0.1:1", "--task_index", "1"])
-    lost = []
-    watch = distribute.PeerWatch(plan, lost_after=0.6, probe_every=0.2,
-                                 on_lost=lambda name, seconds: lost.append(name))
-    try:
-        time.sleep(1.0)
-        assert not lost  # between runs nothing is probed
-        with watch.running():
-            deadline = time.monotonic() + 10
-            while not lost and time.monotonic() < deadline:
-                time.sleep(0.1)
-        assert lost == [f"worker 0 (127.0.0.1:{port})"]
-    finally:
-        watch.stop()
-
-
-@pytest.mark.slow
-def test_a_peer_that_never_starts_is_one_line_after_the_timeout():
-    mine, absent = free_ports(2)
-    plan = plan_of(["--worker_hosts", f"127.0.0.1:{mine},127.0.0.1:{absent}",
-                    "--task_index", "0", "--startup_timeout", "1.5"])
-    said = []
-    start = time.monotonic()
-    with pytest.raises(UserError, match=f"worker 1 at 127.0.0.1:{absent} did not start "
-                                        f"within 1.5 s"):
-        distribute.start_server(plan, tf.compat.v1.ConfigProto(),
-                                log=lambda *a, **k: said.append(a[0]))
-    assert time.monotonic() - start < 10
-    assert said and said[0].startswith(f"waiting for worker 1 at 127.0.0.1:{absent}")
-
-
-def _listening(host, port):
-    try:
-        socket.create_connection((host, port), timeout=3).close()
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.slow
-def test_the_server_listens_on_its_own_address_only_and_answers_as_a_worker():
-    """TensorFlow's server would listen on every interface: it listens on the
-    address its entry names, so another address of this machine (127.0.0.2
-    is one, as all of 127/8 is loopback) finds nothing there. A plain TCP
-    listener is not taken for a TensorFlow worker."""
-    mine, plain_port = free_ports(2)
-    plan = plan_of(["--worker_hosts", f"localhost:{mine},127.0.0.1:{plain_port}",
-                    "--task_index", "0", "--startup_timeout", "2"])
-    said = []
-    distribute._new_server(plan, tf.compat.v1.ConfigProto(), log=said.append)
-    assert not said  # no warning: the address was restricted
-    assert _listening("127.0.0.1", mine) and not _listening("127.0.0.2", mine)
-    assert distribute.answers_as_worker(f"127.0.0.1:{mine}")
-    with socket.create_server(("127.0.0.1", plain_port)):
-        assert not distribute.answers_as_worker(f"127.0.0.1:{plain_port}", timeout=1)
-        other, = free_ports(1)
-        plan = plan_of(["--worker_hosts", f"127.0.0.1:{other},127.0.0.1:{plain_port}",
-                        "--task_index", "0", "--startup_timeout", "2"])
-        with pytest.raises(UserError, match="accepts connections, but not as a TensorFlow "
-                                            "worker"):
-            distribute.start_server(plan, tf.compat.v1.ConfigProto(), log=said.append)
-
-
-def test_a_host_that_is_not_this_machine_is_one_line():
-    port, = free_ports(1)
-    plan = plan_of(["--worker_hosts", f"192.0.2.1:{port},127.0.0.1:1", "--task_index", "0"])
-    with pytest.raises(UserError, match=r"192.0.2.1 \(192.0.2.1\) is not an address of this "
-                                        r"machine, so it cannot be worker 0"):
-        distribute.start_server(plan, tf.compat.v1.ConfigProto())
 
 
 @pytest.mark.slow
@@ -306,5 +231,5 @@ def test_sigterm_ends_a_worker_whose_step_waits_for_a_frozen_peer(colour_data, t
                 process.kill()
                 process.communicate()
     assert code == 128 + signal.SIGTERM, err
-    assert waited < distribute.STOP_GRACE_SECS + 15
+    assert waited < peer_watch.STOP_GRACE_SECS + 15
     assert "error: SIGTERM: this worker's step has waited" in err and "Traceback" not in err
