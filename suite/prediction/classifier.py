@@ -7,13 +7,13 @@ useModel.py's Python API.
         print(result["path"], result["predictions"][0])  # {"label": ..., "probability": ...}
 
 A back-end passes what it holds instead of paths: the bytes of an upload, a
-file object, a PIL image or a numpy array (suite.images.decoding.encode_image).
+file object, a PIL image or a numpy array (suite.images.inputs.encode_image).
 """
 import tensorflow as tf
 
 from suite.hardware.precision import choose_precision, session_config
-from suite.images.decoding import (BadImage, describe_image_input, encode_image, is_one_image,
-                                   is_path)
+from suite.images.decoding import BadImage
+from suite.images.inputs import describe_image_input, encode_image, is_one_image, is_path
 from suite.model.checkpoints import describe_checkpoint, restore_chosen
 from suite.model.manifest import load_manifest
 from suite.model.network import frozen_network, import_network, network_probabilities
@@ -83,7 +83,7 @@ class Classifier:
 
         images: a list whose items are paths, encoded image bytes (an upload),
         binary file objects, PIL images or HxWx3 uint8 RGB numpy arrays, mixed
-        as you like (suite.images.decoding.encode_image says what each is taken
+        as you like (suite.images.inputs.encode_image says what each is taken
         to mean); each is seen as FlowIO stores its file. An item that is not a
         usable image gets its own "error"; the others are still answered."""
         images = _as_list(images)
