@@ -3,6 +3,7 @@ entry names only (suite.training.listen_address), since a TensorFlow worker
 runs whatever graph a peer sends it; then the wait until every peer answers
 as a TensorFlow worker, saying whom it waits for."""
 import errno
+import ipaddress
 import socket
 import time
 
@@ -69,7 +70,8 @@ def _listen_address(plan):
 def _new_server(plan, config, log):
     """This task's tf.distribute.Server, listening on its own address only
     (see suite.training.listen_address); where that cannot be done, on every
-    interface, with a warning saying so."""
+    interface, with a warning saying so. An entry that names every interface
+    (0.0.0.0 or ::) gets what it asks for."""
     address, port = _listen_address(plan)
 
     def server():
@@ -77,6 +79,8 @@ def _new_server(plan, config, log):
                                     job_name=plan.task_type, task_index=plan.task_index,
                                     config=config, start=True)
     try:
+        if ipaddress.ip_address(address.split("%")[0]).is_unspecified:
+            return server()
         try:
             with listening_only_on(address, port) as redirected:
                 started = server()

@@ -71,3 +71,13 @@ def test_a_host_that_is_not_this_machine_is_one_line():
     with pytest.raises(UserError, match=r"192.0.2.1 \(192.0.2.1\) is not an address of this "
                                         r"machine, so it cannot be worker 0"):
         cluster_server.start_server(plan, tf.compat.v1.ConfigProto())
+
+
+@pytest.mark.slow
+def test_an_entry_that_names_every_interface_listens_on_every_interface():
+    port, = free_ports(1)
+    plan = plan_of(["--worker_hosts", f"0.0.0.0:{port},127.0.0.1:1", "--task_index", "0"])
+    said = []
+    cluster_server._new_server(plan, tf.compat.v1.ConfigProto(), log=said.append)
+    assert not said
+    assert _listening("127.0.0.1", port) and _listening("127.0.0.2", port)
