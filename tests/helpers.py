@@ -250,19 +250,26 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serving(root):
-    """A ThreadingHTTPServer on 127.0.0.1 serving the files of root with
-    RangeHandler: its base URL is .url, the requests it answered .requests."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    httpd.root, httpd.requests, httpd.ranges, httpd.cut_after = root, [], True, None
+def http_server(handler, **attributes):
+    """A ThreadingHTTPServer on 127.0.0.1 answering with handler (a
+    BaseHTTPRequestHandler class), in a thread, for the with block: its base
+    URL is .url, and the attributes are set on it for the handler to read."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    for name, value in attributes.items():
+        setattr(httpd, name, value)
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         yield httpd
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def serving(root):
+    """http_server serving the files of root with RangeHandler: the requests
+    it answered are .requests."""
+    return http_server(RangeHandler, root=root, requests=[], ranges=True, cut_after=None)
 
 
 # JPEG copies of colour images: (file name, colour folder, image number).

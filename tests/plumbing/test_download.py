@@ -4,7 +4,6 @@ line on a terminal; and its bounds: a drip, a body that never ends or is
 larger than the file can be, a file:// URL that is a pipe or a device, a
 link planted as the .part file, a user:password in the URL."""
 import base64
-import contextlib
 import filecmp
 import http.server
 import io
@@ -12,13 +11,12 @@ import itertools
 import os
 import re
 import shutil
-import threading
 import time
 
 import numpy as np
 import pytest
 
-from helpers import no_hang, serving
+from helpers import http_server, no_hang, serving
 from suite.plumbing import download
 
 
@@ -123,19 +121,10 @@ class Pieces(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@contextlib.contextmanager
 def sending(body=None, piece=65536, pause=0.0, chunked=False):
-    """A server on 127.0.0.1 answering with Pieces: its base URL is .url."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pieces)
-    httpd.body, httpd.piece, httpd.pause, httpd.chunked = body, piece, pause, chunked
-    httpd.authorizations = []
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/"
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield httpd
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    """An http_server answering with Pieces."""
+    return http_server(Pieces, body=body, piece=piece, pause=pause, chunked=chunked,
+                       authorizations=[])
 
 
 def refused(url, target, limits):
@@ -179,14 +168,9 @@ class DripHeaders(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_server_that_drips_its_headers_is_refused_within_the_answer_time(tmp_path):
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DripHeaders)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        message, seconds = refused(f"http://127.0.0.1:{httpd.server_address[1]}/{TARBALL}",
-                                   tmp_path / TARBALL, download.Limits(answer_within=1))
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with http_server(DripHeaders) as httpd:
+        message, seconds = refused(httpd.url + TARBALL, tmp_path / TARBALL,
+                                   download.Limits(answer_within=1))
     assert message == "it did not answer within 1 s"
     assert seconds < 10
 

@@ -4,7 +4,6 @@ checked, explained when there is no network), and the preprocessing they
 were trained with, used by every reader of the model. What a hostile source
 or cache gets: a gzip bomb, NaN weights, a stuck lock holder, a drip that
 the user stops with Ctrl-C, a password in the URL, a planted link."""
-import contextlib
 import filecmp
 import http.server
 import io
@@ -17,7 +16,6 @@ import socket
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 
 import numpy as np
@@ -27,7 +25,8 @@ import tf_slim as slim
 from tf_slim.nets import resnet_v1
 
 import train
-from helpers import REPO, finish, free_ports, no_hang, run_script, serving, slim_arg_scope
+from helpers import (REPO, finish, free_ports, http_server, no_hang, run_script, serving,
+                     slim_arg_scope)
 from suite.data import contract
 from suite.evaluation.evaluate import Source, predict_split
 from suite.export import pixel_graph
@@ -464,17 +463,9 @@ class Drip(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@contextlib.contextmanager
 def dripping(length):
-    """A Drip server on 127.0.0.1: its base URL is .url."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
-    httpd.length, httpd.url = length, f"http://127.0.0.1:{httpd.server_port}/"
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield httpd
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    """An http_server answering with Drip."""
+    return http_server(Drip, length=length)
 
 
 @pytest.mark.slow
