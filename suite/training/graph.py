@@ -122,16 +122,8 @@ def build_replicated_training_graph(config, strategy):
         metrics = strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
         averaging = add_moving_average(config.optimisation.moving_average_decay, metrics,
                                        global_step)
-
-        def step_moments():
-            """Each replica's global step, its square and 1, summed over the
-            replicas: session.initialize checks that every worker starts from
-            the same step."""
-            step = tf.cast(global_step, tf.float64)
-            return tf.stack([step, step * step, 1.0])
-        step_check = strategy.reduce(
-            tf.distribute.ReduceOp.SUM,
-            strategy.extended.call_for_each_replica(step_moments), axis=None)
+        # session.initialize checks that every worker starts from the same step.
+        step_check = _summed_moments(strategy, lambda: tf.cast(global_step, tf.float64))
     _check_replicas_apart(replica_update_ops)
     return {"train_op": metrics, "loss": metrics[0], "accuracy": metrics[1],
             "learning_rate": learning_rate, "global_step": global_step,
@@ -148,14 +140,20 @@ def fingerprint(value):
 
 
 def _agreement(config, strategy):
-    """Each of config.must_agree()'s settings as its fingerprint f, summed with
-    f squared and 1 over the replicas: (sum f, sum f^2, n) per setting. Every
-    worker has the same f exactly when n * sum f^2 == (sum f)^2 (see
-    suite.training.session.check_agreement)."""
-    values = tf.constant([fingerprint(v) for v in config.must_agree().values()], tf.float64)
+    """The _summed_moments of the fingerprints of config.must_agree()'s
+    settings (see suite.training.session.check_agreement)."""
+    values = [fingerprint(v) for v in config.must_agree().values()]
+    return _summed_moments(strategy, lambda: tf.constant(values, tf.float64))
 
+
+def _summed_moments(strategy, value):
+    """(sum v, sum v^2, n) over the replicas of value() (a float64 tensor,
+    each element separately): every replica had the same v exactly when
+    n * sum v^2 == (sum v)^2, which each worker can check from the sums alone
+    (suite.training.session.differ)."""
     def moments():
-        return tf.stack([values, values * values, tf.ones_like(values)])
+        v = value()
+        return tf.stack([v, v * v, tf.ones_like(v)])
     return strategy.reduce(tf.distribute.ReduceOp.SUM,
                            strategy.extended.call_for_each_replica(moments), axis=None)
 

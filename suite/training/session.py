@@ -66,7 +66,7 @@ def initialize(config, session, ops, init_checkpoint=None):
     step = int(session.run(ops["global_step"]))
     if config.plan.multi_worker:
         total, squares, count = session.run(ops["step_check"])
-        if squares * count != total * total:
+        if differ(total, squares, count):
             raise UserError(f"the workers start from different steps (this one from {step}, "
                             f"their mean is {total / count:g}): --model_dir must be a folder "
                             f"every worker shares, and so must --init_checkpoint")
@@ -75,20 +75,25 @@ def initialize(config, session, ops, init_checkpoint=None):
 
 def check_agreement(config, moments):
     """Ends the run in one line naming what differs between the workers of a
-    cluster (config.must_agree()), from the moments of their fingerprints
-    (suite.training.graph): the same everywhere exactly when n * sum f^2 ==
-    (sum f)^2. Workers that disagree would otherwise wait for each other's
-    steps forever; every worker computes the same sums, so all stop."""
-    total, squares, count = moments
+    cluster (config.must_agree()), from the summed moments of their
+    fingerprints (suite.training.graph). Workers that disagree would
+    otherwise wait for each other's steps forever; every worker computes the
+    same sums, so all stop."""
     settings = config.must_agree()
-    differ = [(name, value) for (name, value), t, q, n in zip(settings.items(), total, squares,
-                                                             count) if n * q != t * t]
-    if differ:
+    disagree = [(name, value) for (name, value), different in
+                zip(settings.items(), differ(*moments)) if different]
+    if disagree:
         raise UserError(
             "the workers differ in " + ", ".join(f"{name} (here {_shown(value)})"
-                                                 for name, value in differ) +
+                                                 for name, value in disagree) +
             ": start every worker with the same flags, the same data (one FlowIO.py output "
             "every worker reads) and the same number of devices")
+
+
+def differ(total, squares, count):
+    """Whether the values whose moments over the replicas are (sum v, sum v^2,
+    n) were not all the same (elementwise for arrays)."""
+    return count * squares != total * total
 
 
 def _shown(value):
