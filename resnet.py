@@ -244,7 +244,7 @@ def block_strides(demos):
 
 
 def inference(input_tensor, demos, num_output, is_train, end_points=None, shortcut="A",
-              stem_kind="imagenet"):
+              stem_kind="imagenet", frozen_stages=0):
     """Logits [batch, num_output] of the ResNet described by `demos`.
 
     input_tensor: float images [batch, height, width, 3], already preprocessed
@@ -257,6 +257,10 @@ def inference(input_tensor, demos, num_output, is_train, end_points=None, shortc
     shortcut: "A" (the post's), "B" or "C"; see bottleneck(). B and C follow
       slim's resnet_v1 to the letter, which has no batch norm before pooling.
     stem_kind: "imagenet" (the post's) or "small"; see stem().
+    frozen_stages: fine-tuning's frozen part: the stem and the first
+      frozen_stages stages run in inference mode whatever is_train says, so
+      their batch norm keeps the statistics it was trained with (their
+      weights are not trained either: train.py's --fine_tune last_stage).
     Build it inside `slim.arg_scope(resnet_arg_scope())`.
     """
     if shortcut not in SHORTCUTS:
@@ -266,17 +270,19 @@ def inference(input_tensor, demos, num_output, is_train, end_points=None, shortc
     if end_points is None:
         end_points = {}
     with tf.compat.v1.variable_scope("resnet"):
-        data = stem(input_tensor, stem_kind, is_train)
+        data = stem(input_tensor, stem_kind, is_train and frozen_stages == 0)
         end_points["stem"] = data
         for stage, (demo, strides) in enumerate(zip(demos, block_strides(demos)), start=1):
+            trains = is_train and stage > frozen_stages
             with tf.compat.v1.variable_scope(f"block{stage}"):
                 for unit, stride in enumerate(strides, start=1):
                     with tf.compat.v1.variable_scope(f"unit_{unit}"):
-                        data = bottleneck(data, demo["depth"], stride, is_train, shortcut)
+                        data = bottleneck(data, demo["depth"], stride, trains, shortcut)
             end_points[f"block{stage}"] = data
         if shortcut == "A":
             # The post's head: a last batch norm + ReLU before pooling.
-            data = tf.nn.relu(batch_norm(data, is_train, scope="postnorm"))
+            data = tf.nn.relu(batch_norm(data, is_train and frozen_stages < len(demos),
+                                         scope="postnorm"))
         data = tf.reduce_mean(data, [1, 2], keepdims=True)
         end_points["pool"] = data
         data = slim.conv2d(data, num_output, 1, activation_fn=None, normalizer_fn=None,
@@ -294,25 +300,26 @@ def _float32_variables(getter, name, shape=None, dtype=None, *args, **kwargs):
 
 
 def build(images, model, num_output, is_train, weight_decay=1e-4, shortcut="A",
-          stem_kind="imagenet", compute_dtype=tf.float32):
+          stem_kind="imagenet", compute_dtype=tf.float32, frozen_stages=0, end_points=None):
     """inference() for the configuration named `model` (a ResNet_demo key),
     inside the network's arg_scope: what the scripts call.
 
     compute_dtype: tf.float16 or tf.bfloat16 computes the layers in that type
     (float32 variables, batch-norm statistics and logits): what a GPU's
     tensor cores run fast (suite.hardware.precision says when).
+    frozen_stages, end_points: as inference() takes them.
     """
     if model not in ResNet_demo:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(ResNet_demo)}")
     compute_dtype = tf.as_dtype(compute_dtype)
     with slim.arg_scope(resnet_arg_scope(weight_decay)):
         if compute_dtype == tf.float32:
-            return inference(images, ResNet_demo[model], num_output, is_train, shortcut=shortcut,
-                             stem_kind=stem_kind)
+            return inference(images, ResNet_demo[model], num_output, is_train, end_points,
+                             shortcut, stem_kind, frozen_stages)
         with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(),
                                          custom_getter=_float32_variables):
             logits = inference(tf.cast(images, compute_dtype), ResNet_demo[model], num_output,
-                               is_train, shortcut=shortcut, stem_kind=stem_kind)
+                               is_train, end_points, shortcut, stem_kind, frozen_stages)
         return tf.cast(logits, tf.float32)
 
 

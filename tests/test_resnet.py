@@ -176,3 +176,14 @@ def test_shortcut_options_add_projections_where_the_paper_says(shortcut, project
         found = [v for v in tf.compat.v1.trainable_variables()
                  if v.op.name.endswith("shortcut/weights")]
     assert len(found) == projections and logits.shape.as_list() == [None, 10]
+
+
+def test_frozen_stages_keep_their_batch_norm_in_inference_mode():
+    """Fine-tuning's last_stage: only block 4 and the post-norm update their
+    batch-norm statistics; the stem and blocks 1-3 keep theirs."""
+    with tf.Graph().as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3])
+        resnet.build(images, "layer_14", 3, is_train=True, frozen_stages=3)
+        updated = {op.name.split("/")[1]
+                   for op in tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)}
+    assert updated == {"block4", "postnorm"}

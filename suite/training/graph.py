@@ -37,13 +37,17 @@ def training_inputs(config, shard=None):
     return dataset.map(mixed)
 
 
-def learning_rate_schedule(optimisation, global_step, steps_per_epoch, total_steps):
+def learning_rate_schedule(optimisation, global_step, steps_per_epoch, total_steps,
+                           first_step=0):
     """Linear warm-up (Goyal et al., arXiv 1706.02677), then cosine decay to 0
-    (Loshchilov & Hutter, arXiv 1608.03983) or x0.1 steps at 50% and 75%."""
-    step = tf.cast(global_step, tf.float32)
-    warmup = float(max(1, round(optimisation.warmup_epochs * steps_per_epoch)))
-    warmup = min(warmup, max(1.0, total_steps / 2))
-    progress = tf.clip_by_value((step - warmup) / max(1.0, total_steps - warmup), 0.0, 1.0)
+    (Loshchilov & Hutter, arXiv 1608.03983) or x0.1 steps at 50% and 75%,
+    from first_step to total_steps (a stage's; a tensor when the time budget
+    moves the end)."""
+    step = tf.cast(global_step - first_step, tf.float32)
+    length = tf.maximum(1.0, tf.cast(total_steps, tf.float32) - first_step)
+    warmup = tf.minimum(float(max(1, round(optimisation.warmup_epochs * steps_per_epoch))),
+                        tf.maximum(1.0, length / 2))
+    progress = tf.clip_by_value((step - warmup) / tf.maximum(1.0, length - warmup), 0.0, 1.0)
     if optimisation.lr_schedule == "cosine":
         decayed = 0.5 * (1.0 + tf.cos(math.pi * progress))
     else:
@@ -53,26 +57,32 @@ def learning_rate_schedule(optimisation, global_step, steps_per_epoch, total_ste
 
 
 def _learning_rate(config, global_step):
+    """The schedule of config's stage, and the stage's end it reads: a
+    placeholder the loop feeds when the time budget moves it."""
+    stage_end = tf.compat.v1.placeholder_with_default(float(config.steps.total_steps), [],
+                                                      name="stage_end")
     return learning_rate_schedule(config.optimisation, global_step,
-                                  config.steps.steps_per_epoch, config.steps.total_steps)
+                                  config.steps.steps_per_epoch, stage_end,
+                                  config.steps.first_step), stage_end
 
 
-def build_training_graph(config, batch=None, weight_gradient_limits=None):
+def build_training_graph(config, batch=None, weight_gradient_limits=None, network=None):
     """The training step on one device. batch: (images, targets, labels)
     tensors to train on (the benchmarks' fixed batch); default: the input
     pipeline, on the CPU, decoding and augmenting the next batches while the
     device runs the step (only the finished batch is copied to a GPU).
-    weight_gradient_limits: see training_step."""
+    weight_gradient_limits, network: see training_step."""
     if batch is None:
         with tf.device("/cpu:0"):
             batch = tf.compat.v1.data.make_one_shot_iterator(training_inputs(config)).get_next()
     global_step = tf.compat.v1.train.get_or_create_global_step()
-    learning_rate = _learning_rate(config, global_step)
+    learning_rate, stage_end = _learning_rate(config, global_step)
     optimizer = make_optimizer(config.optimisation, learning_rate, config.precision)
     step = training_step(config, batch, optimizer, global_step,
-                         weight_gradient_limits=weight_gradient_limits)
+                         weight_gradient_limits=weight_gradient_limits, network=network)
     return dict({"train_op": step.train_op, "loss": step.loss, "accuracy": step.accuracy,
-                 "learning_rate": learning_rate, "global_step": global_step},
+                 "learning_rate": learning_rate, "global_step": global_step,
+                 "stage_end": stage_end},
                 **add_moving_average(config.optimisation.moving_average_decay, step.train_op,
                                      global_step))
 
@@ -103,7 +113,7 @@ def build_replicated_training_graph(config, strategy):
         agreement = _agreement(config, strategy)
         global_step = tf.compat.v1.train.get_or_create_global_step()
         iterator = strategy.make_input_fn_iterator(input_fn)
-        learning_rate = _learning_rate(config, global_step)
+        learning_rate, stage_end = _learning_rate(config, global_step)
         optimizer = make_optimizer(config.optimisation, learning_rate, config.precision)
         # Any worker's Ctrl-C or SIGTERM stops every worker after the same step.
         stop_requested = tf.compat.v1.placeholder_with_default(0.0, [], name="stop_requested")
@@ -127,7 +137,7 @@ def build_replicated_training_graph(config, strategy):
     _check_replicas_apart(replica_update_ops)
     return {"train_op": metrics, "loss": metrics[0], "accuracy": metrics[1],
             "learning_rate": learning_rate, "global_step": global_step,
-            "initializers": iterator.initialize(), "stop_requested": stop_requested,
+            "stage_end": stage_end, "initializers": iterator.initialize(), "stop_requested": stop_requested,
             "step_check": step_check, "images_per_step": config.global_batch_size,
             "agreement": agreement, **averaging}
 

@@ -30,7 +30,7 @@ def make_optimizer(optimisation, learning_rate, precision):
 
 
 def training_step(config, batch, optimizer, global_step, replicas=1,
-                  weight_gradient_limits=None):
+                  weight_gradient_limits=None, network=None):
     """One step of config's network on batch = (images, targets [N, classes],
     labels [N]), in config.precision: its layers in the precision's graph
     dtype, or float32 rewritten to bfloat16 by the session
@@ -44,23 +44,36 @@ def training_step(config, batch, optimizer, global_step, replicas=1,
     replicas' gradients are summed: their sum is the mean gradient.
     weight_gradient_limits: the CPU's weight-gradient kernels to use (a
     cpu_gradients.Limits; bench/weight_gradients.py compares them); by
-    default the ones measured fastest on this CPU.
+    default the ones measured fastest on this CPU. network: a function from
+    the batch's images to logits (the head stage's classifier on cached
+    features, suite.training.head); by default config's network.
+
+    Of config.stage (suite.training.stages), when it has one: the network's
+    stages it keeps frozen, the variables it trains, and the learning rate
+    of the pretrained layers, as a share of the stage's.
     """
     images, targets, labels = batch
     updates = tf.compat.v1.get_collection_ref(tf.compat.v1.GraphKeys.UPDATE_OPS)
     first_update = len(updates)
     first_regularizer = len(tf.compat.v1.losses.get_regularization_losses())
-    with cpu_gradients.faster_weight_gradients(config.precision, weight_gradient_limits):
-        logits = build_network(images, config.network.manifest(), is_train=True,
-                               weight_decay=config.optimisation.weight_decay,
-                               compute_dtype=config.precision.graph_dtype)
+    stage = config.stage
+    if network is None:
+        with cpu_gradients.faster_weight_gradients(config.precision, weight_gradient_limits):
+            logits = build_network(images, config.network.manifest(), is_train=True,
+                                   weight_decay=config.optimisation.weight_decay,
+                                   compute_dtype=config.precision.graph_dtype,
+                                   frozen_stages=stage.frozen_stages if stage else 0)
+    else:
+        logits = network(images)
     update_ops = updates[first_update:]
     cross_entropy = classification_loss(config, logits, targets)
-    regularization, terms = l2_regularization(config.optimisation.weight_decay)
+    to_train = trainable_variables((stage and stage.trainable_scopes)
+                                   or config.start.trainable_scopes)
+    regularization, terms = l2_regularization(config.optimisation.weight_decay, to_train)
     created = tf.compat.v1.losses.get_regularization_losses()[first_regularizer:]
-    if created and len(created) != terms:  # the replica that made the variables
+    if created and len(created) != len(conv_weights(tf.compat.v1.trainable_variables())):
         raise RuntimeError(f"the network regularizes {len(created)} variables, "
-                           f"l2_regularization {terms}")
+                           f"l2_regularization finds {terms}")
     total_loss = tf.add(cross_entropy, regularization, name="total_loss")
     accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
                                                labels), tf.float32))
@@ -70,10 +83,12 @@ def training_step(config, batch, optimizer, global_step, replicas=1,
     # gradient is ready instead of after all gradients of its op (faster on a
     # CPU: BENCHMARKS.md, "Decisions"). Safe with resource variables, whose
     # reads are copied on write, so backprop never sees an updated weight.
-    train_op = slim.learning.create_train_op(
+    # (slim.learning's gradient_multipliers fails on today's TensorFlow:
+    # the pretrained layers' rate is applied here, to their gradients.)
+    train_op = slim.training.create_train_op(
         total_loss / replicas, optimizer,
-        global_step=global_step, update_ops=update_ops,
-        variables_to_train=trainable_variables(config.start.trainable_scopes),
+        global_step=global_step, update_ops=update_ops, variables_to_train=to_train,
+        transform_grads_fn=scaled_for_pretrained(stage),
         check_numerics=False, gate_gradients=tf.compat.v1.train.Optimizer.GATE_NONE)
     return Step(total_loss, accuracy, train_op, update_ops)
 
@@ -87,15 +102,35 @@ def classification_loss(config, logits, targets):
         label_smoothing=config.optimisation.label_smoothing)
 
 
-def l2_regularization(weight_decay):
-    """The L2 term resnet_arg_scope's regularizer adds (weight_decay x
-    l2_loss of every conv's weights), summed in float32 from the weights as
-    the calling replica reads them, so each replica's gradients include it;
-    and how many terms it has."""
+def conv_weights(variables):
+    """The conv weights among variables (what the L2 term covers)."""
     # (In a replica other than the first, a mirrored variable's op is its own
     # copy's, "…/weights/replica_1"; its name stays the variable's.)
-    weights = [v for v in tf.compat.v1.trainable_variables()
-               if v.name.rsplit(":", 1)[0].endswith("/weights")]
+    return [v for v in variables if v.name.rsplit(":", 1)[0].endswith("/weights")]
+
+
+def scaled_for_pretrained(stage):
+    """The train op's transform of the (gradient, variable) pairs: every
+    gradient but the new classifier's times the stage's pretrained_lr_ratio
+    (with momentum SGD, the same as that share of the learning rate); None
+    when the ratio is 1."""
+    if stage is None or stage.pretrained_lr_ratio == 1.0:
+        return None
+
+    def scaled(pairs):
+        return [(gradient if gradient is None or variable.name.startswith("resnet/logits/")
+                 else gradient * stage.pretrained_lr_ratio, variable)
+                for gradient, variable in pairs]
+    return scaled
+
+
+def l2_regularization(weight_decay, variables):
+    """The L2 term resnet_arg_scope's regularizer adds (weight_decay x
+    l2_loss of the conv weights), over the variables trained (for the
+    others it is a constant), summed in float32 from the weights as the
+    calling replica reads them, so each replica's gradients include it;
+    and how many terms it has."""
+    weights = conv_weights(variables)
     if not weight_decay or not weights:
         return tf.constant(0.0), 0
     return tf.multiply(weight_decay, tf.add_n([tf.nn.l2_loss(tf.cast(w, tf.float32))

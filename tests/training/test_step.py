@@ -8,8 +8,9 @@ import tensorflow as tf
 
 from helpers import COLOURS
 from suite.hardware import precision as hardware_precision
+from suite.training import stages
 from suite.training.config import Network, fixed_config
-from suite.training.step import make_optimizer, training_step
+from suite.training.step import make_optimizer, scaled_for_pretrained, training_step
 
 
 CAN_BF16 = ("avx512f" in hardware_precision.cpu_flags()
@@ -88,3 +89,17 @@ def test_bf16_training_graph_trains_with_float32_variables(device):
     assert batch_norms and all(n.attr["U"].type == tf.float32.as_datatype_enum
                                for n in batch_norms)
     assert any(dtype_of(n) == tf.bfloat16 for n in batch_norms)
+
+
+def test_the_pretrained_layers_learn_at_their_share_of_the_rate_and_the_classifier_at_all():
+    stage = stages.Stage("all", end_step=10, epochs=1, steps_per_epoch=10, batch_size=64,
+                         pretrained_lr_ratio=0.1)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        pretrained = tf.compat.v1.get_variable("resnet/block1/w", initializer=1.0)
+        new = tf.compat.v1.get_variable("resnet/logits/weights", initializer=1.0)
+        loss = 3.0 * pretrained + 5.0 * new
+        pairs = list(zip(tf.gradients(loss, [pretrained, new]), [pretrained, new]))
+        scaled = scaled_for_pretrained(stage)(pairs)
+        assert session.run([gradient for gradient, _ in scaled]) == pytest.approx([0.3, 5.0])
+    assert scaled_for_pretrained(None) is None
+    assert scaled_for_pretrained(dataclasses.replace(stage, pretrained_lr_ratio=1.0)) is None
