@@ -2,15 +2,20 @@
 
     python train.py [--data_dir data/tfrecords] [--model_dir models] [--model layer_14]
                     [--image_size N] [--batch_size 64] [--epochs N] [--learning_rate R]
-                    [--precision auto|fp32|bf16|fp16]
-    python train.py --pretrained --model layer_50|layer_101|layer_152
+                    [--pretrained auto|on|off] [--fine_tune auto|head|last_stage|all]
+                    [--time_budget MINUTES] [--precision auto|fp32|bf16|fp16]
 
-The first line printed is the precision the run computes in and why
-(suite.hardware.precision). Defaults follow the data: small images (up to
-32 px) train layer_14_half with the small stem at their own size, photos
-layer_14 with the ImageNet stem; the run's settings are resolved once
-(suite.training.config) and recorded in model.json. --pretrained starts from
-TF-slim's ImageNet weights (downloaded once into a cache).
+The first line printed says where the weights start and why
+(suite.training.start), the second the precision the run computes in
+(suite.hardware.precision). Defaults follow the data: photos start from
+TF-slim's ImageNet resnet_v1_50 (downloaded once into a cache) and train the
+new classifier on the frozen network's cached features (suite.training.stages);
+without those weights, and for small images (up to 32 px), the network trains
+from random weights (layer_14 with the ImageNet stem for photos,
+layer_14_half with the small stem at their own size for small images). The
+run's settings are resolved once (suite.training.config) and recorded in
+model.json. --time_budget fits the run into the minutes given
+(suite.training.time_budget).
 
 Running it again continues from the newest complete checkpoint in --model_dir;
 Ctrl-C or SIGTERM saves a checkpoint and exits cleanly. --model_dir ends up
@@ -21,9 +26,13 @@ train.py processes trains together with --worker_hosts/--task_index or
 TF_CONFIG (suite.training.distribute).
 """
 import argparse
+import os
 import sys
+import time
 
-from suite.plumbing import environment
+STARTED = time.time()  # --time_budget counts from here, TensorFlow's import included
+
+from suite.plumbing import environment  # noqa: E402
 
 if __name__ == "__main__":
     environment.configure(verbose="--verbose" in sys.argv)  # before TensorFlow loads
@@ -34,10 +43,10 @@ from resnet import SHORTCUTS, STEMS, ResNet_demo
 from suite.plumbing import flags
 from suite.plumbing.errors import run_main
 from suite.preprocessing.augment import AUGMENTATIONS
-from suite.training import distribute, pretrained
+from suite.training import distribute, pretrained, stages, start
 from suite.training.config import (DEFAULT_MODELS, DEFAULT_TRAINING_IMAGES, MAX_DEFAULT_EPOCHS,
                                    MAX_IMAGE_SIZE, MIN_DEFAULT_EPOCHS, MIN_IMAGE_SIZE,
-                                   SMALL_IMAGE_SIDE, Optimisation, Start)
+                                   PRETRAINED_MODEL, SMALL_IMAGE_SIDE, Optimisation, Start)
 from suite.training.run import train
 
 
@@ -78,12 +87,24 @@ def parse_args(argv=None):
     group.add_argument("--trainable_scopes", default=None,
                        help="comma-separated scopes to train; the rest stay frozen "
                             "(default: all)")
-    group.add_argument("--pretrained", action="store_true",
-                       help=f"start from TF-slim's ImageNet weights for --model "
-                            f"{', '.join(pretrained.PUBLISHED)} (resnet_v1_N_"
-                            f"{pretrained.RELEASE}, downloaded once into the cache): "
-                            f"--init_checkpoint with them, --shortcut B and slim's "
-                            f"preprocessing (the mean subtracted, no division)")
+    group.add_argument("--pretrained", nargs="?", const="on", default="auto",
+                       choices=start.CHOICES,
+                       help=f"start from TF-slim's ImageNet weights (resnet_v1_N_"
+                            f"{pretrained.RELEASE} for --model "
+                            f"{', '.join(pretrained.PUBLISHED)}, downloaded once into the "
+                            f"cache; --shortcut B, the ImageNet stem, --image_size 224 unless "
+                            f"given, slim's preprocessing). auto: for photo-sized images "
+                            f"(above {SMALL_IMAGE_SIDE} px) when they can be had, else random "
+                            f"weights, saying why; on (or the bare flag): required; off: "
+                            f"never (default: %(default)s)")
+    group.add_argument("--fine_tune", default="auto", choices=stages.CHOICES,
+                       help="from trained weights: head trains only the new classifier, on "
+                            "the frozen network's features computed once (a few augmented "
+                            "views of each image, cached in --model_dir); last_stage then "
+                            "trains block 4 too, all the whole network (the pretrained layers "
+                            f"at {stages.PRETRAINED_LR_RATIO:g}x the learning rate). auto: "
+                            "head on a CPU; head, then all on a GPU or when --time_budget "
+                            "leaves room for it (default: %(default)s)")
     group.add_argument("--pretrained_cache", metavar="DIR", default=None,
                        help=f"where --pretrained keeps the weights (default: "
                             f"${pretrained.CACHE_VARIABLE}, else {pretrained.cache_dir()})")
@@ -113,6 +134,12 @@ def parse_args(argv=None):
                             "Resuming keeps the model's setting unless this flag is given "
                             "(default: off)")
     group = parser.add_argument_group("optimisation")
+    group.add_argument("--time_budget", type=flags.positive_float, default=None,
+                       metavar="MINUTES",
+                       help="fit the run into this many minutes: the speed of its first "
+                            "steps sets the number of steps (--epochs is then the most) "
+                            "and the stages, and the learning rate's schedule ends with the "
+                            "budget (default: none)")
     group.add_argument("--batch_size", type=flags.positive_int, default=Optimisation.batch_size,
                        help="images per step on each replica (default: %(default)s)")
     images_seen = ", ".join(f"{n:,} images ({m})" for m, n in DEFAULT_TRAINING_IMAGES.items())
@@ -120,7 +147,9 @@ def parse_args(argv=None):
                        help="passes over the training split (default: "
                             f"{MAX_DEFAULT_EPOCHS} for small sets, fewer for larger ones so "
                             f"that about {images_seen} are seen, at least "
-                            f"{MIN_DEFAULT_EPOCHS}; or the one in --model_dir when resuming)")
+                            f"{MIN_DEFAULT_EPOCHS}; when fine-tuning, those of the last stage: "
+                            f"{stages.HEAD_EPOCHS} for the head, {stages.FINE_TUNE_EPOCHS} "
+                            f"through the network; or the one in --model_dir when resuming)")
     group.add_argument("--learning_rate", type=flags.positive_float, default=None,
                        help="peak learning rate (default: 0.1 x global batch / 256, the linear "
                             "scaling rule of Goyal et al., arXiv 1706.02677, 0.025 at 64; "
@@ -205,8 +234,10 @@ def parse_args(argv=None):
         args.precision = "fp16"
     if args.deterministic and args.seed is None:
         args.seed = 0  # deterministic random ops need a seed
-    if args.pretrained:
+    if args.pretrained == "on":
         _check_pretrained(parser, args)
+    if args.time_budget and (args.worker_hosts or os.environ.get("TF_CONFIG")):
+        parser.error("--time_budget plans one machine's run: leave it out on a cluster")
     # The default --learning_rate follows the global batch, known once the
     # replicas are: suite.training.config resolves it.
     return args
@@ -217,11 +248,11 @@ def _check_pretrained(parser, args):
     and the ImageNet stem, and its weights: it sets --shortcut B and --stem
     imagenet and is refused with what contradicts it (suite.training.config
     fills in the rest)."""
-    model = args.model or DEFAULT_MODELS["imagenet"]
+    model = args.model or PRETRAINED_MODEL
     if model not in pretrained.PUBLISHED:
         parser.error(f"--pretrained: TF-slim publishes ImageNet weights for "
                      f"{', '.join(pretrained.PUBLISHED)} only, and --model is {model}"
-                     f"{'' if args.model else ' (the default)'}: add --model layer_50")
+                     f": add --model {PRETRAINED_MODEL}")
     if args.shortcut not in (None, "B"):
         parser.error(f"--pretrained needs --shortcut B (TF-slim's resnet_v1 projects "
                      f"where the depth changes), not {args.shortcut}: leave --shortcut out")
@@ -236,6 +267,7 @@ def _check_pretrained(parser, args):
 
 def main():
     args = parse_args()
+    args.started = STARTED
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
     sys.exit(train(args))

@@ -14,7 +14,8 @@ from suite.plumbing import environment
 # before any test file, and helpers.py imports TensorFlow.
 environment.configure()
 
-from helpers import JPEG_IMAGES, TRAIN_ARGS, make_colour_images, run_script  # noqa: E402
+from helpers import (JPEG_IMAGES, TRAIN_ARGS, make_colour_images, make_published,  # noqa: E402
+                     run_script, serving)
 from suite.data.convert import convert  # noqa: E402
 
 
@@ -76,3 +77,29 @@ def small_data(tmp_path_factory):
     data_dir = str(root / "tfrecords")
     convert(image_dir, data_dir, validation_ratio=0.25, num_shards=2, workers=1)
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory):
+    """TF-slim's resnet_v1_50 release, made here (helpers.make_published):
+    (the folder the test server serves, the checkpoint's path)."""
+    return make_published(tmp_path_factory.mktemp("published"))
+
+
+@pytest.fixture()
+def server(published):
+    """A test server on 127.0.0.1 serving `published`: its base URL is
+    server.url, the requests it answered server.requests."""
+    with serving(published[0]) as httpd:
+        yield httpd
+
+
+@pytest.fixture(scope="session")
+def photo_data(tmp_path_factory):
+    """FlowIO's output for colour images of 40 px, photo-sized (above 32 px,
+    where train.py starts from ImageNet's weights): (image_dir, data_dir)."""
+    root = tmp_path_factory.mktemp("photos")
+    image_dir = make_colour_images(str(root / "images"), per_class=16, size=40)
+    data_dir = str(root / "tfrecords")
+    run_script("FlowIO.py", "--image_dir", image_dir, "--output_dir", data_dir)
+    return image_dir, data_dir

@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tarfile
 import threading
 import zlib
 
@@ -20,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tf_slim as slim
 from PIL import Image
+from tf_slim.nets import resnet_v1
 
 import resnet
 from suite.preprocessing.augment import preprocess_for_train
@@ -327,3 +329,48 @@ def augment(encoded, image_size, seed):
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         return session.run(preprocess_for_train(
             tf.constant(encoded), image_size, tf.constant(seed, tf.int64)))
+
+
+def resolve_flags(args, info, plan, precision):
+    """suite.training.config.resolve as train.py calls it: the start decided
+    first (suite.training.start), from the model directory's model.json when
+    resuming."""
+    from suite.training import config, start
+    stored = config.stored_manifest(args.model_dir)
+    return config.resolve(args, info, plan, precision, start.decide(args, info, stored), stored)
+
+
+# What TF-slim publishes for layer_50 (suite.training.pretrained).
+TARBALL = "resnet_v1_50_2016_08_28.tar.gz"
+MEMBER = "resnet_v1_50.ckpt"
+
+
+def save_v1_checkpoint(path):
+    """The variables of the current graph, saved as the published checkpoints
+    are: TensorFlow's V1 format, one file."""
+    with tf.compat.v1.Session() as session:
+        session.run(tf.compat.v1.global_variables_initializer())
+        tf.compat.v1.train.Saver(write_version=tf.compat.v1.train.SaverDef.V1).save(
+            session, str(path), write_meta_graph=False)
+
+
+def make_tarball(path, member_path, member_name=MEMBER):
+    with tarfile.open(path, "w:gz", compresslevel=1) as archive:  # level 1: ~100 MB in seconds
+        archive.add(member_path, arcname=member_name)
+
+
+def make_published(root):
+    """TF-slim's resnet_v1_50 release made under root (a pathlib.Path): the
+    checkpoint written by slim's own resnet_v1_50 graph (ImageNet's 1000
+    classes, initial weights) and a folder "served" holding its tarball;
+    returns (that folder, the checkpoint's path)."""
+    checkpoint = root / MEMBER
+    with tf.Graph().as_default():
+        with slim.arg_scope(slim_arg_scope()):
+            resnet_v1.resnet_v1_50(tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3]),
+                                   num_classes=1000, is_training=False)
+        save_v1_checkpoint(checkpoint)
+    served = root / "served"
+    served.mkdir()
+    make_tarball(served / TARBALL, checkpoint)
+    return str(served), str(checkpoint)

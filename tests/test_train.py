@@ -303,8 +303,9 @@ def test_mixed_precision_and_xla_run_and_learn_on_the_cpu(colour_data, tmp_path)
                         str(tmp_path / "models"), "--model", "layer_14", "--image_size", "16",
                         "--batch_size", "16", "--seed", "1", "--epochs", "2",
                         "--mixed_precision", "--xla", "--log_every_steps", "1")
-    # --mixed_precision is --precision fp16: said on the first line, kept in model.json.
-    assert result.stdout.startswith("precision fp16: as requested")
+    # --mixed_precision is --precision fp16: said on the second line (after the
+    # start's), kept in model.json.
+    assert result.stdout.splitlines()[1].startswith("precision fp16: as requested")
     assert load_manifest(str(tmp_path / "models"))["precision"]["name"] == "fp16"
     losses = [float(x) for x in _losses(result.stdout)]
     assert all(np.isfinite(losses))
@@ -322,8 +323,9 @@ def test_deterministic_runs_repeat_the_loss_curve(colour_data, tmp_path):
                             str(tmp_path / name), *TRAIN_ARGS, "--epochs", "2",
                             "--deterministic", "--log_every_steps", "1")
         runs.append(_losses(result.stdout))
-        # The first line: what --precision auto chose on this machine, and why.
-        assert result.stdout.splitlines()[0] == str(hardware_precision.choose_precision())
+        # The second line, after the start's: what --precision auto chose
+        # on this machine, and why.
+        assert result.stdout.splitlines()[1] == str(hardware_precision.choose_precision())
     assert len(runs[0]) >= 10 and runs[0] == runs[1]
 
 

@@ -14,13 +14,14 @@ import os
 import numpy as np
 import tensorflow as tf
 
+import resnet
 from suite.images.eval_transform import eval_crop
 from suite.model import checkpoints
 from suite.model.manifest import load_manifest
 from suite.plumbing.errors import UserError
 from suite.preprocessing.augment import Augmentation, default_augmentation
 from suite.preprocessing.normalization import MEAN_RGB, STD_RGB
-from suite.training import distribute, pretrained
+from suite.training import distribute, pretrained, stages as staging
 
 # The default network for each stem (default_stem): for small images, layer_14
 # at half the depths trains 2.7x as many images per second, and the passes
@@ -44,6 +45,9 @@ MIN_DEFAULT_EPOCHS, MAX_DEFAULT_EPOCHS = 10, 30
 # recipe (0.1 at batch 128): at 0.1 Fashion-MNIST underfitted in a short
 # run (BENCHMARKS.md, "Decisions").
 BASE_LEARNING_RATE = {"imagenet": 0.1, "small": 0.2}
+# A start from published weights (suite.training.start): TF-slim's
+# resnet_v1_50 at ImageNet's training size, where its features were learnt.
+PRETRAINED_MODEL, PRETRAINED_IMAGE_SIZE = "layer_50", 224
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,17 +110,25 @@ class Steps:
     log_every: int            # a progress line (when not on a terminal)
     keep_checkpoints: int
     early_stop_patience: int  # validations without a better top-1; 0: never stop
+    first_step: int = 0       # where the stage these steps are of begins
+    eval_every_epochs: float = 1  # train.py's flags, for each stage's own rhythm
+    save_every_steps: int = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Start:
     """Where the weights start when there is no checkpoint to resume: a
     checkpoint (TF-slim's train_image_classifier.py flags) or TF-slim's
-    ImageNet weights (pretrained_cache: where they are kept)."""
+    ImageNet weights (pretrained_cache: where they are kept); how they are
+    fine-tuned (suite.training.stages), and why (suite.training.start)."""
     init_checkpoint: str = None
     exclude_scopes: str = "resnet/logits"
     trainable_scopes: str = None
     pretrained_cache: str = None
+    pretrained: str = "auto"   # train.py's flag
+    weights: str = None        # the checkpoint a new run loads; None: random weights
+    why: str = None            # train.py's first line
+    fine_tune: str = None      # the flag as resolved; None from random weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +148,10 @@ class RunConfig:
     resuming: bool = False
     seed: int = None
     xla: bool = False
+    stages: tuple = ()          # suite.training.stages.Stage, in order
+    stage: object = None        # the stage being trained (stage_config)
+    time_budget: float = None   # minutes (suite.training.time_budget)
+    epochs_given: bool = False  # train.py's --epochs (with a time budget: the most)
 
     @property
     def global_batch_size(self):
@@ -168,7 +184,27 @@ class RunConfig:
         return dict(dataclasses.asdict(self.optimisation), **dataclasses.asdict(self.steps),
                     **dataclasses.asdict(self.start), seed=self.seed, xla=self.xla,
                     global_batch_size=self.global_batch_size,
-                    replicas=self.plan.num_replicas, workers=self.plan.num_workers)
+                    replicas=self.plan.num_replicas, workers=self.plan.num_workers,
+                    stages=staging.record(self.stages), time_budget=self.time_budget)
+
+    def stage_config(self, stage):
+        """This RunConfig for training `stage` (one of self.stages): its
+        batch, peak learning rate, steps and rhythm."""
+        index = self.stages.index(stage)
+        first = self.stages[index - 1].end_step if index else 0
+        learning_rate = self.optimisation.learning_rate * stage.batch_size / \
+            self.optimisation.batch_size
+        steps = dataclasses.replace(
+            self.steps, first_step=first, total_steps=stage.end_step,
+            steps_per_epoch=stage.steps_per_epoch,
+            save_every=(self.steps.save_every_steps or (
+                stage.end_step - first if stage.cached else stage.steps_per_epoch)),
+            eval_every=(round(self.steps.eval_every_epochs * stage.steps_per_epoch)
+                        if self.steps.eval_every else 0))
+        return dataclasses.replace(
+            self, stage=stage, steps=steps, optimisation=dataclasses.replace(
+                self.optimisation, batch_size=stage.batch_size, epochs=stage.epochs,
+                learning_rate=learning_rate))
 
 
 # ---------------------------------------------------------------------------
@@ -212,20 +248,29 @@ def class_weight_vector(class_weights, train_counts):
 # ---------------------------------------------------------------------------
 # Resolving the run's settings
 # ---------------------------------------------------------------------------
-def resolve(args, info, plan, precision):
+def stored_manifest(model_dir):
+    """The model.json of the run --model_dir holds checkpoints of (which this
+    run resumes), or None for a new run."""
+    return load_manifest(model_dir) if checkpoints.list_checkpoints(model_dir) else None
+
+
+def resolve(args, info, plan, precision, decision, stored=None, has_gpu=False):
     """The RunConfig of train.py's parsed flags for the data of info (its
-    dataset.json) on this plan (the replicas) and precision: from
-    --model_dir's model.json when resuming, else from the flags and the data.
-    Every contradiction is a UserError."""
+    dataset.json) on this plan (the replicas) and precision, starting as
+    decision says (suite.training.start): from --model_dir's model.json
+    (stored) when resuming, else from the flags and the data. Every
+    contradiction is a UserError."""
     num_train = info["num_examples"]["train"]
     if num_train == 0:
         raise UserError(f"{args.data_dir} has no training images; re-run FlowIO.py")
-    resuming = bool(checkpoints.list_checkpoints(args.model_dir))
-    stored = load_manifest(args.model_dir) if resuming else None
-    network = _network(args, info, stored)
-    optimisation = _optimisation(args, network, num_train, stored,
-                                 args.batch_size * plan.num_replicas)
-    steps = _steps(args, info, optimisation.epochs, args.batch_size * plan.num_replicas)
+    network = _network(args, info, stored, decision)
+    global_batch = args.batch_size * plan.num_replicas
+    optimisation = _optimisation(args, network, num_train, stored, global_batch,
+                                 fine_tuning=not decision.from_scratch)
+    stages, fine_tune = staging.resolve_stages(
+        args, len(resnet.ResNet_demo[network.model]), num_train, plan.num_replicas, stored,
+        decision.weights, plan.multi_worker, has_gpu, optimisation.epochs)
+    steps = _steps(args, info, stages)
     augmentation = Augmentation(
         preset=(default_augmentation(median_side(info), network.image_size)
                 if args.augment == "auto" else args.augment),
@@ -234,31 +279,40 @@ def resolve(args, info, plan, precision):
         data_dir=args.data_dir, model_dir=args.model_dir, network=network,
         augmentation=augmentation, optimisation=optimisation, steps=steps,
         start=Start(args.init_checkpoint, args.exclude_scopes, args.trainable_scopes,
-                    args.pretrained_cache),
+                    args.pretrained_cache, args.pretrained, decision.weights, decision.why,
+                    fine_tune),
         precision=precision, plan=plan,
         class_weight_vector=class_weight_vector(
             args.class_weights, [info["counts"][name]["train"] for name in network.labels]),
         data={"dir": os.path.abspath(args.data_dir), "fingerprint": info["fingerprint"],
               "num_examples": info["num_examples"]},
-        max_side=info["options"].get("max_side"), resuming=resuming, seed=args.seed,
-        xla=args.xla)
+        max_side=info["options"].get("max_side"), resuming=stored is not None, seed=args.seed,
+        xla=args.xla, stages=stages, time_budget=args.time_budget,
+        epochs_given=bool(args.epochs))
 
 
-def _network(args, info, stored):
-    """The Network: from the flags and the data for a new model; when
-    resuming (stored: its manifest), the stored one, which the flags may not
-    contradict. Only the flip average may change: it is not in the weights."""
-    weights = pretrained.release(args.model) if args.pretrained else None
+def _network(args, info, stored, decision):
+    """The Network: from the flags, the data and the start for a new model
+    (TF-slim's resnet_v1 with published weights: shortcut B, the ImageNet
+    stem, 224 px, slim's preprocessing); when resuming (stored: its
+    manifest), the stored one, which the flags may not contradict. Only the
+    flip average may change: it is not in the weights."""
+    weights = decision.release
     if stored is None:
-        image_size = args.image_size or default_image_size(info)
-        stem = args.stem or default_stem(image_size)
+        image_size = args.image_size or (PRETRAINED_IMAGE_SIZE if weights
+                                         else default_image_size(info))
+        stem = "imagenet" if weights else args.stem or default_stem(image_size)
         normalization = (pretrained.NORMALIZATION if weights else
                          {"mean_rgb": MEAN_RGB, "std_rgb": STD_RGB})
-        return Network(model=args.model or DEFAULT_MODELS[stem], shortcut=args.shortcut or "A",
+        return Network(model=args.model or (PRETRAINED_MODEL if weights else
+                                            DEFAULT_MODELS[stem]),
+                       shortcut="B" if weights else args.shortcut or "A",
                        stem=stem, image_size=image_size, labels=tuple(info["classes"]),
                        pretrained=weights, mean_rgb=tuple(normalization["mean_rgb"]),
                        std_rgb=tuple(normalization["std_rgb"]),
                        flip_average=bool(args.flip_average))
+    if args.pretrained == "on":  # asked for on a model that may not have them
+        weights = pretrained.release(args.model or stored["model"])
     # What the model was trained with (older manifests lack the newer keys).
     was = Network(model=stored["model"], shortcut=stored.get("shortcut", "A"),
                   stem=stored.get("stem", "imagenet"), image_size=stored["image_size"],
@@ -296,12 +350,13 @@ def _check_unchanged(model_dir, was, now):
             f"from those weights with --init_checkpoint (fine-tuning).")
 
 
-def _optimisation(args, network, num_train, stored, global_batch):
+def _optimisation(args, network, num_train, stored, global_batch, fine_tuning):
     """Optimisation from the flags; epochs by default the resumed run's own,
-    else by the data's size; the learning rate by default the linear scaling
-    rule on the global batch."""
+    else by the data's size (fine-tuning: the stages' own); the learning rate
+    by default the linear scaling rule on the global batch."""
     previous = (stored or {}).get("training", {}).get("epochs")
-    epochs = args.epochs or previous or default_epochs(num_train, network.model)
+    epochs = args.epochs or previous or (
+        None if fine_tuning else default_epochs(num_train, network.model))
     learning_rate = (args.learning_rate
                      or BASE_LEARNING_RATE[network.stem] * global_batch / 256)
     names = [field.name for field in dataclasses.fields(Optimisation)]
@@ -309,8 +364,9 @@ def _optimisation(args, network, num_train, stored, global_batch):
                                epochs=epochs, learning_rate=learning_rate))
 
 
-def _steps(args, info, epochs, global_batch):
-    steps_per_epoch = max(1, info["num_examples"]["train"] // global_batch)
+def _steps(args, info, stages):
+    last = stages[-1]
+    steps_per_epoch = last.steps_per_epoch
     eval_every = round(args.eval_every_epochs * steps_per_epoch)
     if not (info["num_examples"]["validation"] > 0 and eval_every > 0):
         eval_every = 0
@@ -319,12 +375,13 @@ def _steps(args, info, epochs, global_batch):
                         f"({args.data_dir} has no validation split, or --eval_every_epochs is "
                         f"under one step): re-run FlowIO.py with --validation_ratio, or train "
                         f"without --early_stop_patience")
-    return Steps(steps_per_epoch=steps_per_epoch,
-                 total_steps=max(1, round(epochs * steps_per_epoch)),
+    return Steps(steps_per_epoch=steps_per_epoch, total_steps=last.end_step,
                  save_every=args.save_every_steps or steps_per_epoch,
                  save_every_secs=args.save_every_secs, eval_every=eval_every,
                  log_every=args.log_every_steps, keep_checkpoints=args.keep_checkpoints,
-                 early_stop_patience=args.early_stop_patience)
+                 early_stop_patience=args.early_stop_patience,
+                 eval_every_epochs=args.eval_every_epochs,
+                 save_every_steps=args.save_every_steps)
 
 
 def fixed_config(network, precision, batch_size, data_dir=None, xla=False):

@@ -3,6 +3,7 @@ and early stopping on the chief; the same steps, writing nothing, on every
 other worker of a cluster. Ctrl-C and SIGTERM end a run after its step with
 a checkpoint saved.
 """
+import dataclasses
 import os
 import signal
 import sys
@@ -46,12 +47,17 @@ class ChiefLoop:
     """The chief's training steps (the only process of a plain run), with
     checkpoints, validations and best/. run() returns the exit code."""
 
-    def __init__(self, config, session, ops, validation, saver, best_savers, summaries):
+    def __init__(self, config, session, ops, validation, saver, best_savers, summaries,
+                 fit=None, replanned=None):
+        """fit: the stage's time_budget.StageFit, which moves its last step;
+        replanned(config): called with the config of each new plan."""
         self.config, self.session, self.ops = config, session, ops
         self.validation, self.saver, self.best_savers = validation, saver, best_savers
         self.summaries = summaries
+        self.fit, self.replanned = fit, replanned
         self.stop = StopRequest()
         self.early_stop = None  # its record, once early stopping decides to stop
+        self.finished = False  # trained to the end (no stop, early or requested)
         self.tty = sys.stdout.isatty()
         self.best = load_best(config.model_dir)
 
@@ -60,16 +66,22 @@ class ChiefLoop:
         validations without improvement from the best one, or from
         patience_from (where an earlier early stop ended, when this run
         continues it) if that is later."""
-        steps, ops = self.config.steps, self.ops
+        ops = self.ops
         # In a cluster, a stop request (any worker's) ends every worker after
         # the same step: it travels with the step's metrics.
         agreeing = "stop_requested" in ops
         agreed = not agreeing
         self._start_window(step)
         last_save, loss = time.time(), float("nan")
-        while step < steps.total_steps and not (self._stopping() and agreed):
+        while step < self.config.steps.total_steps and not (self._stopping() and agreed):
+            started = time.time()
             metrics, loss, accuracy, learning_rate = self._step(agreeing)
             step += 1
+            steps = self.config.steps
+            if self.fit:
+                self.fit.stepped(time.time() - started)
+                if self.fit.calibrated_now():
+                    self._replan(step)
             if agreeing and metrics[2] > 0:
                 agreed = True
                 if not self._stopping():
@@ -82,14 +94,40 @@ class ChiefLoop:
                 return 1
             self._progress(step, loss, accuracy, learning_rate)
             if step % steps.save_every == 0 or time.time() - last_save > steps.save_every_secs:
+                started = time.time()
                 checkpoints.save_checkpoint(self.session, self.saver, self.config.model_dir, step)
                 last_save = time.time()
-            if self.validation is not None and (step % steps.eval_every == 0
-                                                or step == steps.total_steps):
+                if self.fit:
+                    self.fit.saved(last_save - started)
+            if self.validation is not None and (
+                    (step - steps.first_step) % steps.eval_every == 0
+                    or step == steps.total_steps):
+                started = time.time()
                 self._validate(step, patience_from)
+                if self.fit:
+                    self.fit.validated(time.time() - started)
+                    self._replan(step)
         if self.tty:
             print()
         return self._finish(step, loss)
+
+    def _replan(self, step):
+        """The time budget's new last step for the stage, from the speed so far."""
+        steps = self.config.steps
+        last = max(step, self.fit.last_step(step))
+        if last == steps.total_steps:
+            return
+        self.config = dataclasses.replace(self.config, steps=dataclasses.replace(
+            steps, total_steps=last))
+        self.fit.steps = self.config.steps
+        epochs = (last - steps.first_step) / steps.steps_per_epoch
+        if self.fit.calibrated_now() or abs(last - steps.total_steps) > 0.1 * (
+                steps.total_steps - steps.first_step):  # a plan, or a change worth a line
+            line = (f"time budget: this stage ends at step {last} ({epochs:.2f} epochs), in "
+                    f"{self.fit.budget.left() / 60:.1f} minutes")
+            print(("\n" if self.tty else "") + line, flush=True)
+        if self.replanned:
+            self.replanned(self.config)
 
     def _stopping(self):
         return bool(self.stop.signal_name or self.early_stop)
@@ -98,7 +136,9 @@ class ChiefLoop:
         """One session run of the train op: (its metrics, loss, accuracy,
         learning rate)."""
         ops = self.ops
-        feed = {ops["stop_requested"]: float(self._stopping())} if agreeing else None
+        feed = {ops["stop_requested"]: float(self._stopping())} if agreeing else {}
+        if self.fit:
+            feed[ops["stage_end"]] = float(self.config.steps.total_steps)
         try:
             metrics, loss, accuracy, learning_rate, _ = self.session.run(
                 [ops["train_op"], ops["loss"], ops["accuracy"], ops["learning_rate"],
@@ -131,7 +171,8 @@ class ChiefLoop:
         overall = (step - self.run_start_step) / max(now - self.run_start, 1e-9)
         eta = format_duration((total - step) / max(overall, 1e-9))
         mean_accuracy = self.window_accuracy / self.window_steps
-        line = (f"step {step}/{total} epoch {step / self.config.steps.steps_per_epoch:.2f} "
+        epoch = (step - self.config.steps.first_step) / self.config.steps.steps_per_epoch
+        line = (f"step {step}/{total} epoch {epoch:.2f} "
                 f"loss {loss:.4f} acc {mean_accuracy:.3f} lr {learning_rate:.4g} "
                 f"{rate:.1f} img/s ETA {eta}")
         print(("\r" + line + "  ") if self.tty else line, end="" if self.tty else "\n",
@@ -176,6 +217,7 @@ class ChiefLoop:
         """The last checkpoint, and the line that says how the run ended."""
         model_dir = self.config.model_dir
         path = checkpoints.save_checkpoint(self.session, self.saver, model_dir, step)
+        self.finished = not self._stopping()
         best_dir = os.path.join(model_dir, BEST_DIR)
         if self.stop.signal_name:
             print(f"stopped by {self.stop.signal_name} at step {step}; saved {path}. "

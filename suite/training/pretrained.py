@@ -139,8 +139,7 @@ def _fetch(where, model, timeout, out, limits, lock_wait):
     try:
         os.makedirs(os.path.dirname(where.tarball), exist_ok=True)
         with _lock(where, out, lock_wait):
-            if os.path.exists(where.checkpoint):
-                _check_cached(where, model)
+            if os.path.exists(where.checkpoint) and _cached_is_good(where, model, out):
                 return
             limits = limits or downloading.Limits()
             if limits.max_bytes is None:
@@ -298,15 +297,16 @@ def _extract(tarball, member_name, target, max_bytes):
     return f"it holds no file {member_name}"
 
 
-def _check_cached(where, model):
+def _cached_is_good(where, model, out):
     """The cached checkpoint (unpacked by an earlier run, or put there by
-    hand) is checked at every use; a wrong one is removed, with its folder."""
+    hand) is checked at every use; a wrong one is removed, with its folder,
+    saying so, and fetched afresh."""
     problem = checkpoint_problem(where.checkpoint, model)
     if problem:
         shutil.rmtree(where.folder, ignore_errors=True)
-        raise UserError(f"{where.checkpoint} is not TF-slim's {release(model)} checkpoint "
-                        f"({problem}); removed it: run again to download "
-                        f"{downloading.shown(where.url)}, or put the right file there by hand")
+        print(f"{where.checkpoint} is not TF-slim's {release(model)} checkpoint ({problem}); "
+              f"removed it, fetching it afresh", file=out, flush=True)
+    return not problem
 
 
 def checkpoint_problem(path, model):

@@ -2,6 +2,7 @@
 precision, the run's settings (suite.training.config), the graph, the
 session and the loop, with the model directory locked while the chief writes
 into it."""
+import dataclasses
 import os
 
 import tensorflow as tf
@@ -15,9 +16,12 @@ from suite.model.bookkeeping import BEST_DIR, load_validation, save_validation
 from suite.model.manifest import write_manifest
 from suite.plumbing.errors import UserError, reason
 from suite.plumbing.files import folder_lock
-from suite.training import distribute, pretrained
-from suite.training.config import resolve
+from suite.training import distribute, stages, start
+from suite.training.config import resolve, stored_manifest
+from suite.training.features import features
 from suite.training.graph import build_replicated_training_graph, build_training_graph
+from suite.training.head import build_head_graph
+from suite.training.time_budget import Budget, StageFit
 from suite.training.loop import ChiefLoop, replica_loop
 from suite.training.session import best_savers, initialize, open_session, wait_for_everyone
 from suite.training.summaries import Summaries
@@ -79,36 +83,39 @@ def check_memory(model, image_size, stem, batch_size):
 
 
 def _train(args, plan):
-    precision = training_precision(args.precision, plan)
-    print(precision, flush=True)  # the first line: what this run computes in, and why
+    budget = (Budget(args.time_budget, getattr(args, "started", None)) if args.time_budget
+              else None)
     info = load_dataset_info(args.data_dir)
-    config = resolve(args, info, plan, precision)
+    stored = stored_manifest(args.model_dir)
+    # Where the weights start: TF-slim's are fetched into the cache the first
+    # time (every worker of a cluster reads them itself); a resumed run
+    # continues from its own checkpoints and fetches nothing.
+    decision = start.decide(args, info, stored)
+    print(decision.why, flush=True)  # the first line: where the weights start, and why
+    precision = training_precision(args.precision, plan)
+    print(precision, flush=True)  # what this run computes in, and why
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    config = resolve(args, info, plan, precision, decision, stored, has_gpu)
     network = config.network
-    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-    if device == "CPU":  # this process's replicas share its memory
-        check_memory(network.model, network.image_size, network.stem,
+    device = "GPU" if has_gpu else "CPU"
+    if device == "CPU" and not all(stage.cached for stage in config.stages):
+        check_memory(network.model, network.image_size, network.stem,  # replicas share it
                      config.optimisation.batch_size * len(plan.local_devices))
     print(f"training {network.model} ({network.stem} stem) at {network.image_size}px "
           f"with {config.augmentation.describe()} on {device}: "
-          f"{info['num_examples']['train']} images in {len(network.labels)} classes, "
-          f"{config.steps.steps_per_epoch} steps/epoch, {config.steps.total_steps} steps")
-    # --pretrained is --init_checkpoint with TF-slim's weights, from the cache
-    # (downloaded the first time). A resumed run continues from its own
-    # checkpoints and fetches nothing. Every worker of a cluster reads them itself.
-    init_checkpoint = (pretrained.fetch(network.model, config.start.pretrained_cache)
-                       if args.pretrained and not config.resuming
-                       else config.start.init_checkpoint)
+          f"{info['num_examples']['train']} images in {len(network.labels)} classes; "
+          f"{stages.describe(config.stages)}")
     if plan.replicated:
         print(f"data-parallel: {plan.describe()}; global batch {config.global_batch_size} "
               f"({config.optimisation.batch_size} per replica), learning rate "
               f"{config.optimisation.learning_rate:.4g}", flush=True)
     if not plan.is_chief:
-        return _train_other_worker(config, init_checkpoint)
+        return _train_other_worker(config.stage_config(config.stages[0]))
     for index, name in enumerate(network.labels):
         print(f"  {index:3d} {name}: {info['counts'][name]['train']} train, "
               f"{info['counts'][name]['validation']} validation")
     write_manifest(config.model_dir, config.manifest())
-    return _train_chief(config, init_checkpoint)
+    return _train_chief(config, budget)
 
 
 def _build_graph(config):
@@ -121,40 +128,120 @@ def _build_graph(config):
     return strategy, build_replicated_training_graph(config, strategy)
 
 
-def _train_chief(config, init_checkpoint):
+def _train_chief(config, budget):
+    """The chief's run: each stage not yet trained, in turn (see
+    suite.training.stages), each in its own graph and session."""
+    step = _step_reached(config.model_dir)
+    patience_from = _what_is_left(config, step, chief=True)
+    if patience_from is None:
+        return 0
+    speed = None  # of the network's forward pass, as the features measured it
+    for index, stage in enumerate(config.stages):
+        if stage.end_step <= step:
+            continue
+        if stage.optional and budget and not _fits(config, budget, speed):
+            config = dataclasses.replace(config, stages=config.stages[:index], steps=(
+                dataclasses.replace(config.steps, total_steps=config.stages[index - 1].end_step)))
+            write_manifest(config.model_dir, config.manifest())
+            break
+        if len(config.stages) > 1:
+            print(f"stage {index + 1} of {len(config.stages)}: "
+                  f"{stages.describe(config.stages[index:index + 1], step)}", flush=True)
+        result, finished, config, speed = _train_stage(config, index, budget, patience_from)
+        if result or not finished:
+            return result
+        step = config.stages[index].end_step
+    return 0
+
+
+def _fits(config, budget, speed):
+    """Whether the time left holds the optional stage through the network
+    (suite.training.time_budget); a line says what was decided."""
+    counts = config.data["num_examples"]
+    fits, epoch = budget.network_stage_fits(counts["train"], counts["validation"], speed)
+    if not fits:
+        print(f"time budget: {budget.left() / 60:.1f} minutes left, "
+              + (f"and an epoch through the network takes about {epoch / 60:.1f}"
+                 if epoch else "and the network's speed was not measured (cached features)")
+              + ": the run ends with the head", flush=True)
+    return fits
+
+
+def _train_stage(config, index, budget, patience_from):
+    """Trains config.stages[index]: (exit code, whether it trained to its
+    end, the run's config with the stage's end as trained, the network's
+    forward images/s when the stage computed features)."""
+    stage = config.stages[index]
+    stage_config = config.stage_config(stage)
+    cached = features(stage_config, stage, budget) if stage.cached else None
     graph = tf.Graph()
     with graph.as_default():
-        strategy, ops = _build_graph(config)
-        validation = (build_validation_graph(config, ops["moving_average"])
-                      if config.steps.eval_every else None)
+        strategy, ops = ((None, build_head_graph(stage_config, cached)) if cached
+                         else _build_graph(stage_config))
+        validation = (build_validation_graph(stage_config, ops["moving_average"], cached)
+                      if stage_config.steps.eval_every else None)
         saver = tf.compat.v1.train.Saver(max_to_keep=config.steps.keep_checkpoints,
                                          save_relative_paths=True)
         savers = best_savers(ops["moving_average"])
         if not config.plan.multi_worker:
             ops.pop("stop_requested", None)  # one process: a stop needs no agreement
-        with open_session(config, strategy) as session:
-            restored, step = initialize(config, session, ops, init_checkpoint)
+        with open_session(stage_config, strategy) as session:
+            restored, step = initialize(stage_config, session, ops, config.start.weights)
             if restored:
                 print(f"resuming from {restored} (step {step})")
                 saver.recover_last_checkpoints(
                     checkpoints.list_checkpoints(config.model_dir)[::-1])
-            patience_from = _what_is_left(config, step, chief=True)
-            result = 0
-            if patience_from is not None:
-                with Summaries(config.model_dir, graph) as summaries:
-                    result = ChiefLoop(config, session, ops, validation, saver, savers,
-                                       summaries).run(step, patience_from)
+            moved = _Moved(config, index)
+            with Summaries(config.model_dir, graph) as summaries:
+                loop = ChiefLoop(stage_config, session, ops, validation, saver, savers,
+                                 summaries, fit=_fit(stage_config, index, budget),
+                                 replanned=moved)
+                result = loop.run(step, patience_from)
             wait_for_everyone(config.plan, session, ops)
-            return result
+    return result, loop.finished, moved.config, cached and cached.images_per_second
 
 
-def _train_other_worker(config, init_checkpoint):
+def _fit(stage_config, index, budget):
+    """The stage's time_budget.StageFit; a stage that others follow ends by
+    its plan at the latest, and so does the last with --epochs given."""
+    if budget is None:
+        return None
+    config = stage_config
+    last = index == len(config.stages) - 1
+    validation_steps = config.data["num_examples"]["validation"] / config.optimisation.batch_size
+    return StageFit(budget, config.steps, validation_steps,
+                    cap=None if last and not config.epochs_given else config.steps.total_steps)
+
+
+class _Moved:
+    """The run's config as the time budget moves a stage's end (the stages
+    after it follow), written to model.json each time."""
+
+    def __init__(self, config, index):
+        self.config, self.index = config, index
+
+    def __call__(self, stage_config):
+        moved = stages.moved_end(self.config.stages, self.index,
+                                 stage_config.steps.total_steps)
+        self.config = dataclasses.replace(
+            self.config, stages=moved,
+            steps=dataclasses.replace(self.config.steps, total_steps=moved[-1].end_step))
+        write_manifest(self.config.model_dir, self.config.manifest())
+
+
+def _step_reached(model_dir):
+    """The step of --model_dir's newest checkpoint (0 for a new run)."""
+    found = checkpoints.list_checkpoints(model_dir)
+    return checkpoints.checkpoint_step(found[0]) if found else 0
+
+
+def _train_other_worker(config):
     """A worker other than the chief: the same graph and the same steps as
     the chief (every step is collective), writing nothing."""
     with tf.Graph().as_default():
         strategy, ops = _build_graph(config)
         with open_session(config, strategy) as session:
-            restored, step = initialize(config, session, ops, init_checkpoint)  # the chief's
+            restored, step = initialize(config, session, ops, config.start.weights)
             if restored:
                 print(f"resuming from {restored} (step {step})")
             if _what_is_left(config, step, chief=False) is None:

@@ -8,7 +8,7 @@ import tf_slim as slim
 
 from suite.hardware.precision import session_config as precision_session_config
 from suite.model.bookkeeping import MOVING_AVERAGE, RAW
-from suite.model.checkpoints import average_name, is_average, restore_newest
+from suite.model.checkpoints import average_name, is_average, list_checkpoints, restore_newest
 from suite.plumbing.errors import UserError
 from suite.training import distribute
 from suite.training.cluster_server import start_server
@@ -58,6 +58,8 @@ def initialize(config, session, ops, init_checkpoint=None):
     session.run(ops.get("initializers", []))
     averages = moving_averages(ops)
     weights = [v for v in tf.compat.v1.global_variables() if not is_average(v.op.name)]
+    if config.steps.first_step:  # a later stage: its optimiser's slots may be new
+        weights = _stored_in_newest(config.model_dir, weights)
     restored = restore_newest(session, tf.compat.v1.train.Saver(weights), config.model_dir)
     if not restored and init_checkpoint:
         warm_start(session, init_checkpoint, config.start.exclude_scopes)
@@ -71,6 +73,18 @@ def initialize(config, session, ops, init_checkpoint=None):
                             f"their mean is {total / count:g}): --model_dir must be a folder "
                             f"every worker shares, and so must --init_checkpoint")
     return restored, step
+
+
+def _stored_in_newest(model_dir, variables):
+    """The variables that --model_dir's newest checkpoint holds: where a stage
+    begins, the previous stage's checkpoint has no momentum for the
+    variables it did not train, which start at zero."""
+    found = list_checkpoints(model_dir)
+    try:
+        stored = tf.train.load_checkpoint(found[0]).get_variable_to_shape_map() if found else None
+    except (tf.errors.OpError, ValueError):
+        stored = None  # unreadable: restore_newest says so, and tries the previous one
+    return variables if stored is None else [v for v in variables if v.op.name in stored]
 
 
 def check_agreement(config, moments):

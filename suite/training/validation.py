@@ -6,25 +6,37 @@ import tensorflow as tf
 from suite.data.pipeline import explain_data_error, make_dataset
 from suite.model.bookkeeping import MOVING_AVERAGE, RAW
 from suite.model.network import build_network
+from suite.training.head import classifier, head_validation_inputs
 
 
-def build_validation_graph(config, moving_average=None):
+def build_validation_graph(config, moving_average=None, cached=None):
     """The eval-mode network over the validation split, sharing the weights;
     with moving_average (add_moving_average's), a second one on the same
     images that reads the moving averages instead (a custom getter hands it
-    each variable's shadow variable)."""
+    each variable's shadow variable). With cached (the head stage's
+    features.Features), the classifier on their validation rows."""
     manifest = config.network.manifest()
-    with tf.device("/cpu:0"):  # as in training: input on the CPU
-        dataset = make_dataset(config.data_dir, "validation", config.network.image_size,
-                               config.optimisation.batch_size, training=False,
-                               preprocessing=manifest["preprocessing"])
-        iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
-        images, labels, _ = iterator.get_next()
+    if cached is None:
+        with tf.device("/cpu:0"):  # as in training: input on the CPU
+            dataset = make_dataset(config.data_dir, "validation", config.network.image_size,
+                                   config.optimisation.batch_size, training=False,
+                                   preprocessing=manifest["preprocessing"])
+            iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
+            images, labels, _ = iterator.get_next()
+        initializer = iterator.initializer
+
+        def network():
+            return build_network(images, manifest, is_train=False)
+    else:
+        initializer, (features, labels) = head_validation_inputs(config, cached)
+
+        def network():
+            return classifier(features, len(manifest["labels"]))
 
     def correct(custom_getter=None):
         with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True,
                                          custom_getter=custom_getter):
-            logits = build_network(images, manifest, is_train=False)
+            logits = network()
         return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
                                               labels), tf.int32))
 
@@ -36,7 +48,7 @@ def build_validation_graph(config, moving_average=None):
     correct_by_weights = {RAW: correct()}
     if moving_average is not None:
         correct_by_weights[MOVING_AVERAGE] = correct(read_average)
-    return {"init": iterator.initializer, "correct": correct_by_weights,
+    return {"init": initializer, "correct": correct_by_weights,
             "count": tf.size(labels)}
 
 

@@ -10,7 +10,7 @@ from suite.plumbing.errors import UserError, reason
 from suite.training.step import scopes
 
 
-def warm_start(session, path, exclude_scopes):
+def warm_start(session, path, exclude_scopes, report=True):
     """Loads the variables of checkpoint `path` that exist there with the same
     shape, except exclude_scopes; reports what it left at initialisation.
 
@@ -45,6 +45,8 @@ def warm_start(session, path, exclude_scopes):
     if not restore:
         raise UserError(f"--init_checkpoint {path} has none of this network's variables")
     tf.compat.v1.train.Saver(restore).restore(session, path)
-    print(f"initialised {len(restore)} variables from {path}; left at their initial values: "
-          f"{len(left_out)} excluded by --exclude_scopes, {len(skipped)} not in it or of "
-          f"another shape{' (e.g. ' + ', '.join(skipped[:3]) + ')' if skipped else ''}")
+    if report:
+            print(f"initialised {len(restore)} variables from {path}; left at their initial "
+              f"values: {len(left_out)} excluded by --exclude_scopes, {len(skipped)} not in it "
+              f"or of another shape"
+              f"{' (e.g. ' + ', '.join(skipped[:3]) + ')' if skipped else ''}")

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 
 import train
+from helpers import resolve_flags
 from suite.data import contract
 from suite.hardware import precision as hardware_precision
 from suite.model.manifest import MANIFEST_FILE
 from suite.plumbing.errors import UserError
 from suite.training import distribute
 from suite.training.config import (class_weight_vector, default_epochs, default_image_size,
-                                   default_stem, resolve)
+                                   default_stem)
 
 
 @pytest.mark.parametrize("median_side,expected", [
@@ -77,7 +78,7 @@ def test_a_model_directory_written_before_the_move_resumes_as_it_was(tmp_path):
             "image_size": {"height": {"median": 28}, "width": {"median": 28}},
             "options": {"max_side": None}, "fingerprint": "f" * 64}
     args = train.parse_args(["--model_dir", str(model_dir)])
-    config = resolve(args, info, distribute.Plan(["/cpu:0"]),
+    config = resolve_flags(args, info, distribute.Plan(["/cpu:0"]),
                      hardware_precision.choose_precision("fp32"))
     assert config.resuming
     stored = dict(EARLIER_MANIFEST, labels=["bag", "coat"])
@@ -87,5 +88,6 @@ def test_a_model_directory_written_before_the_move_resumes_as_it_was(tmp_path):
         assert rebuilt[key] == stored[key], key
     assert config.optimisation.epochs == 7.0  # the run's own length, as it was resumed
     with pytest.raises(UserError, match="--image_size = 28, but this run has 32"):
-        resolve(train.parse_args(["--model_dir", str(model_dir), "--image_size", "32"]), info,
-                distribute.Plan(["/cpu:0"]), hardware_precision.choose_precision("fp32"))
+        resolve_flags(train.parse_args(["--model_dir", str(model_dir), "--image_size", "32"]),
+                      info, distribute.Plan(["/cpu:0"]),
+                      hardware_precision.choose_precision("fp32"))

@@ -8,13 +8,13 @@ import pytest
 import tensorflow as tf
 
 import train
-from helpers import TRAIN_ARGS, toy_training
+from helpers import TRAIN_ARGS, resolve_flags, toy_training
 from suite.data import contract
 from suite.hardware import precision as hardware_precision
 from suite.model import bookkeeping, checkpoints
 from suite.model.network import build_network
 from suite.training import distribute
-from suite.training.config import Optimisation, resolve
+from suite.training.config import Optimisation
 from suite.training.graph import (build_replicated_training_graph, build_training_graph,
                                   learning_rate_schedule)
 from suite.training.session import best_savers
@@ -101,7 +101,7 @@ def test_two_replicas_keep_the_averages_under_single_device_names(colour_data, t
                              "--learning_rate", "0.1"])
     fp32 = hardware_precision.choose_precision("fp32")
     plan = distribute.Plan(["/cpu:0", "/cpu:1"], logical_cpus=2)
-    config = with_steps(resolve(args, contract.load_dataset_info(data_dir), plan, fp32), 4, 40)
+    config = with_steps(resolve_flags(args, contract.load_dataset_info(data_dir), plan, fp32), 4, 40)
     with tf.Graph().as_default():
         strategy = distribute.make_strategy(plan)
         ops = build_replicated_training_graph(config, strategy)
@@ -156,7 +156,7 @@ def test_two_replicas_step_is_one_devices_on_each_half_averaged(small_data, tmp_
                              "--weight_decay", "0.05"])  # L2 as large as the rest
     fp32 = hardware_precision.choose_precision("fp32")  # exact comparisons need the same arithmetic
     plan = distribute.Plan(["/cpu:0", "/cpu:1"], logical_cpus=2)
-    config = with_steps(resolve(args, contract.load_dataset_info(small_data), plan, fp32), 4, 40)
+    config = with_steps(resolve_flags(args, contract.load_dataset_info(small_data), plan, fp32), 4, 40)
     start = str(tmp_path / "start")
 
     with tf.Graph().as_default():

@@ -21,12 +21,10 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_slim as slim
-from tf_slim.nets import resnet_v1
 
 import train
-from helpers import (REPO, finish, free_ports, http_server, no_hang, run_script, serving,
-                     slim_arg_scope)
+from helpers import (MEMBER, REPO, TARBALL, finish, free_ports, http_server, make_tarball,
+                     no_hang, run_script, save_v1_checkpoint)
 from suite.data import contract
 from suite.evaluation.evaluate import Source, predict_split
 from suite.export import pixel_graph
@@ -40,52 +38,6 @@ from suite.plumbing import errors
 from suite.prediction.classifier import Classifier
 from suite.preprocessing import normalization
 from suite.training import pretrained, run
-
-
-TARBALL = "resnet_v1_50_2016_08_28.tar.gz"
-
-
-MEMBER = "resnet_v1_50.ckpt"
-
-
-def save_v1_checkpoint(path):
-    """The variables of the current graph, saved as the published checkpoints
-    are: TensorFlow's V1 format, one file."""
-    with tf.compat.v1.Session() as session:
-        session.run(tf.compat.v1.global_variables_initializer())
-        tf.compat.v1.train.Saver(write_version=tf.compat.v1.train.SaverDef.V1).save(
-            session, str(path), write_meta_graph=False)
-
-
-def make_tarball(path, member_path, member_name=MEMBER):
-    with tarfile.open(path, "w:gz", compresslevel=1) as archive:  # level 1: ~100 MB in seconds
-        archive.add(member_path, arcname=member_name)
-
-
-@pytest.fixture(scope="module")
-def published(tmp_path_factory):
-    """What TF-slim publishes for layer_50, made here: a folder served over
-    HTTP holding resnet_v1_50_2016_08_28.tar.gz, whose one member
-    resnet_v1_50.ckpt is written by slim's own resnet_v1_50 graph (ImageNet's
-    1000 classes, initial weights); and that checkpoint's path."""
-    root = tmp_path_factory.mktemp("published")
-    checkpoint = root / MEMBER
-    with tf.Graph().as_default():
-        with slim.arg_scope(slim_arg_scope()):
-            resnet_v1.resnet_v1_50(tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3]),
-                                   num_classes=1000, is_training=False)
-        save_v1_checkpoint(checkpoint)
-    served = root / "served"
-    served.mkdir()
-    make_tarball(served / TARBALL, checkpoint)
-    return str(served), str(checkpoint)
-
-
-@pytest.fixture()
-def server(published):
-    """The test server, serving `published`: its base URL is server.url."""
-    with serving(published[0]) as httpd:
-        yield httpd
 
 
 def fetch(server, cache, **options):
@@ -253,15 +205,17 @@ def test_wrong_content_is_refused_in_one_line_and_not_kept(server, tmp_path, kin
     assert len(server.requests) == 2
 
 
-def test_a_wrong_checkpoint_in_the_cache_is_refused_and_removed(tmp_path):
+def test_a_wrong_checkpoint_in_the_cache_is_removed_and_fetched_afresh(server, published,
+                                                                      tmp_path):
     where = pretrained.paths("layer_50", str(tmp_path))
     os.makedirs(where.folder)
     small_checkpoint(where.checkpoint, {"resnet_v1_50/conv1/weights": [3, 3, 3, 64]})
-    with pytest.raises(errors.UserError) as error:
-        pretrained.fetch("layer_50", str(tmp_path))
-    assert str(error.value).startswith(f"{where.checkpoint} is not TF-slim's "
-                                       f"resnet_v1_50_2016_08_28 checkpoint (it lacks ")
-    assert not os.path.exists(where.folder)
+    path, printed = fetch(server, tmp_path)
+    assert printed.startswith(f"{where.checkpoint} is not TF-slim's resnet_v1_50_2016_08_28 "
+                              f"checkpoint (it lacks ")
+    assert "); removed it, fetching it afresh\n" in printed
+    assert server.requests == [("/" + TARBALL, None, 200)]
+    assert filecmp.cmp(path, published[1], shallow=False)
 
 
 def test_the_check_covers_our_network_with_shortcut_b():
@@ -367,14 +321,16 @@ def test_a_checkpoint_of_nan_is_refused_downloaded_or_cached(server, nan_checkpo
     assert f"is not TF-slim's resnet_v1_50_2016_08_28 ({problem}); removed it" in \
         str(error.value)
     assert sorted(os.listdir(cache)) == [TARBALL + ".lock"]
-    # Put there by hand: refused at its use, and removed.
+    # Put there by hand: refused at its use, and removed (the server's is no better).
     where = pretrained.paths("layer_50", str(tmp_path / "by hand"))
     os.makedirs(where.folder)
     shutil.copy(nan_checkpoint, where.checkpoint)
-    with pytest.raises(errors.UserError) as error:
-        pretrained.fetch("layer_50", str(tmp_path / "by hand"))
-    assert str(error.value).startswith(f"{where.checkpoint} is not TF-slim's "
-                                       f"resnet_v1_50_2016_08_28 checkpoint ({problem})")
+    out = io.StringIO()
+    with pytest.raises(errors.UserError):
+        pretrained.fetch("layer_50", str(tmp_path / "by hand"), base_url=server.url, out=out)
+    assert out.getvalue().startswith(f"{where.checkpoint} is not TF-slim's "
+                                     f"resnet_v1_50_2016_08_28 checkpoint ({problem}); removed "
+                                     f"it, fetching it afresh")
     assert not os.path.exists(where.folder)
 
 
@@ -482,7 +438,7 @@ def test_ctrl_c_during_the_download_is_one_line_and_keeps_the_part(colour_data, 
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             with no_hang(120):
-                while not process.stdout.readline().startswith("downloading "):
+                while not process.stderr.readline().startswith("downloading "):
                     assert process.poll() is None, process.stderr.read()
             time.sleep(0.3)  # a few bytes arrive
             for _ in range(presses):
@@ -516,8 +472,9 @@ def test_train_without_network_is_one_line_and_writes_no_model(colour_data, tmp_
 
 
 @pytest.mark.parametrize("flags,expected", [
-    (["--pretrained"], "publishes ImageNet weights for layer_50, layer_101, layer_152 only, "
-                       "and --model is layer_14 (the default): add --model layer_50"),
+    (["--pretrained", "--model", "layer_14"],
+     "publishes ImageNet weights for layer_50, layer_101, layer_152 only, and --model is "
+     "layer_14: add --model layer_50"),
     (["--pretrained", "--model", "layer_50", "--shortcut", "A"],
      "--pretrained needs --shortcut B"),
     (["--pretrained", "--model", "layer_101", "--init_checkpoint", "x.ckpt"],
@@ -610,8 +567,8 @@ def test_train_pretrained_starts_from_slims_checkpoint(server, colour_data, tmp_
     model_dir, cache = tmp_path / "models", tmp_path / "cache"
     env = dict(os.environ, **{pretrained.URL_VARIABLE: server.url})
     command = ("train.py", "--pretrained", "--model", "layer_50", "--image_size", "32",
-               "--data_dir", data_dir, "--model_dir", model_dir, "--batch_size", "16",
-               "--epochs", "0.34", "--pretrained_cache", cache)
+               "--data_dir", data_dir, "--model_dir", model_dir, "--fine_tune", "head",
+               "--epochs", "1", "--pretrained_cache", cache)
     result = run_script(*command, env=env)
     checkpoint = cache / "resnet_v1_50_2016_08_28" / MEMBER
     assert server.requests == [("/" + TARBALL, None, 200)]
