@@ -257,10 +257,10 @@ def inference(input_tensor, demos, num_output, is_train, end_points=None, shortc
     shortcut: "A" (the post's), "B" or "C"; see bottleneck(). B and C follow
       slim's resnet_v1 to the letter, which has no batch norm before pooling.
     stem_kind: "imagenet" (the post's) or "small"; see stem().
-    frozen_stages: fine-tuning's frozen part: the stem and the first
-      frozen_stages stages run in inference mode whatever is_train says, so
-      their batch norm keeps the statistics it was trained with (their
-      weights are not trained either: train.py's --fine_tune last_stage).
+    frozen_stages: for fine-tuning: the stem and the first frozen_stages
+      stages (all of them: the post-norm too) run in inference mode whatever
+      is_train says, so their batch norm keeps the statistics it was
+      trained with (train.py's stages through the network keep all).
     Build it inside `slim.arg_scope(resnet_arg_scope())`.
     """
     if shortcut not in SHORTCUTS:

@@ -148,8 +148,10 @@ def parse_args(argv=None):
                             f"{MAX_DEFAULT_EPOCHS} for small sets, fewer for larger ones so "
                             f"that about {images_seen} are seen, at least "
                             f"{MIN_DEFAULT_EPOCHS}; when fine-tuning, those of the last stage: "
-                            f"{stages.HEAD_EPOCHS} for the head, {stages.FINE_TUNE_EPOCHS} "
-                            f"through the network; or the one in --model_dir when resuming)")
+                            f"{stages.HEAD_EPOCHS} for the head, through the network "
+                            f"{stages.MIN_FINE_TUNE_EPOCHS}-{stages.MAX_FINE_TUNE_EPOCHS} so "
+                            f"that about {stages.FINE_TUNE_IMAGES:,} images are seen; or the "
+                            f"one in --model_dir when resuming)")
     group.add_argument("--learning_rate", type=flags.positive_float, default=None,
                        help="peak learning rate (default: 0.1 x global batch / 256, the linear "
                             "scaling rule of Goyal et al., arXiv 1706.02677, 0.025 at 64; "

@@ -7,8 +7,8 @@ the head costs milliseconds instead of a forward pass per image.
       features.json          what they were computed from (the key), checked
                              at every use: another network, weights, image
                              size, preprocessing or data computes them afresh
-      train.npy, train-labels.npy            views x images rows, float16
-      validation.npy, validation-labels.npy  the eval transform, one row each
+      train.npy, train_labels.npy            views x images rows, float16
+      validation.npy, validation_labels.npy  the eval transform, one row each
 
 Training rows are the training pipeline's augmented images (its crops,
 flips and random erasing; mixup and CutMix mix batches, so they are left to

@@ -176,6 +176,8 @@ def _train_stage(config, index, budget, patience_from):
     cached = features(stage_config, stage, budget) if stage.cached else None
     graph = tf.Graph()
     with graph.as_default():
+        if config.seed is not None:
+            tf.compat.v1.set_random_seed(config.seed)  # the head's too (_build_graph sets it)
         strategy, ops = ((None, build_head_graph(stage_config, cached)) if cached
                          else _build_graph(stage_config))
         validation = (build_validation_graph(stage_config, ops["moving_average"], cached)
@@ -258,8 +260,11 @@ def _what_is_left(config, step, chief):
     the chief says how to go on."""
     steps = config.steps
     if step >= steps.total_steps:
+        further = ("; raise --epochs to train further"
+                   + (", or go on through the network with --fine_tune all"
+                      if [stage.name for stage in config.stages] == [stages.HEAD] else ""))
         print(f"already trained to step {step} of {steps.total_steps}"
-              + ("; raise --epochs to train further" if chief else ""))
+              + (further if chief else ""))
         return None
     stopped = load_validation(config.model_dir).get("stopped_early")
     if stopped and not continues_after_early_stop(stopped, steps.early_stop_patience,

@@ -37,9 +37,13 @@ PRETRAINED_LR_RATIO = 0.1
 # enough for about FEATURE_ROWS rows (small sets gain most from more views),
 # between 1 and MAX_VIEWS, so that the features are computed in minutes.
 FEATURE_ROWS, MAX_VIEWS = 10_000, 5
-# The stage through the network, by default: the pretrained features need
-# few passes to adapt (Kornblith et al., arXiv 1805.08974).
-FINE_TUNE_EPOCHS = 10
+# The stage through the network, by default: enough epochs to see about
+# FINE_TUNE_IMAGES images, between 10 and 50. Pretrained features need few
+# passes to adapt, but a set of a few dozen images is one step an epoch: at
+# 20 images per class 10 epochs gained nothing over the head, 50 did
+# (BENCHMARKS.md, "Transfer").
+FINE_TUNE_IMAGES = 20_000
+MIN_FINE_TUNE_EPOCHS, MAX_FINE_TUNE_EPOCHS = 10, 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +140,7 @@ def plan(names, num_train, batch_size, views, epochs, requested, num_stages_of_m
     """The Stages of names, one after the other from step 0 (batch_size: per
     replica; the head trains on one device, its own batch): the head's
     epochs are HEAD_EPOCHS unless it is the only stage and --epochs says;
-    a stage through the network takes --epochs (FINE_TUNE_EPOCHS after a
+    a stage through the network takes --epochs (fine_tune_epochs after a
     head stage). An auto-chosen stage through the network on a CPU is
     optional (the time budget decides)."""
     stages, step = [], 0
@@ -147,20 +151,31 @@ def plan(names, num_train, batch_size, views, epochs, requested, num_stages_of_m
             size = min(HEAD_BATCH_SIZE, num_train * views)
             per_epoch = max(1, math.ceil(num_train * views / size))
         else:
-            stage_epochs = (epochs or FINE_TUNE_EPOCHS) if names[0] == HEAD else epochs
+            stage_epochs = (epochs or fine_tune_epochs(num_train)) if names[0] == HEAD \
+                else epochs
             size = batch_size
             per_epoch = max(1, num_train // (batch_size * replicas))
         step += max(1, round(stage_epochs * per_epoch))
         stages.append(Stage(
             name=name, end_step=step, epochs=stage_epochs, steps_per_epoch=per_epoch,
             batch_size=size,
-            frozen_stages=num_stages_of_model - 1 if name == "last_stage" else 0,
+            # After the head, every batch norm keeps its statistics (as Keras's
+            # fine-tuning guide does): a few dozen steps cannot move them to
+            # the new data, and eval-mode statistics that lag the batches'
+            # undid the head at 20 images per class (BENCHMARKS.md, "Transfer").
+            frozen_stages=num_stages_of_model if name != HEAD and names[0] == HEAD else 0,
             trainable_scopes=_scopes(name, num_stages_of_model),
             pretrained_lr_ratio=PRETRAINED_LR_RATIO if names[0] == HEAD and name != HEAD
             else 1.0,
             optional=requested == "auto" and name != HEAD and names[0] == HEAD,
             views=views if name == HEAD else 1))
     return tuple(stages)
+
+
+def fine_tune_epochs(num_train):
+    """The default epochs of a stage through the network after the head."""
+    return float(min(MAX_FINE_TUNE_EPOCHS,
+                     max(MIN_FINE_TUNE_EPOCHS, round(FINE_TUNE_IMAGES / max(1, num_train)))))
 
 
 def views_for(num_train):

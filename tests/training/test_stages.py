@@ -40,8 +40,10 @@ def test_the_plan_gives_each_stage_its_steps_rate_and_frozen_part():
     assert (head.epochs, head.batch_size, head.steps_per_epoch) == (stages.HEAD_EPOCHS, 256, 12)
     assert head.end_step == stages.HEAD_EPOCHS * 12 and head.views == 3
     assert head.trainable_scopes == "resnet/logits" and head.cached
-    assert last.end_step == head.end_step + stages.FINE_TUNE_EPOCHS * (1000 // 64)
-    assert last.frozen_stages == 3 and last.pretrained_lr_ratio == stages.PRETRAINED_LR_RATIO
+    assert last.epochs == 20  # about FINE_TUNE_IMAGES images
+    assert last.end_step == head.end_step + 20 * (1000 // 64)
+    # Every batch norm keeps its statistics; only block 4 and the classifier train.
+    assert last.frozen_stages == 4 and last.pretrained_lr_ratio == stages.PRETRAINED_LR_RATIO
     assert last.trainable_scopes == "resnet/block4,resnet/postnorm,resnet/logits"
     assert not last.optional and not last.cached
     # --epochs is the last stage's; a head alone takes it.
@@ -63,7 +65,7 @@ def values(checkpoint, names):
 
 
 @pytest.mark.slow  # two stages through the network of a small model
-def test_last_stage_keeps_the_layers_below_and_their_batch_norm_as_they_started(
+def test_last_stage_keeps_the_layers_below_and_every_batch_norms_statistics(
         colour_data, trained_model, tmp_path):
     model_dir = tmp_path / "models"
     result = run_script("train.py", "--data_dir", colour_data[1], "--model_dir", model_dir,
@@ -79,9 +81,11 @@ def test_last_stage_keeps_the_layers_below_and_their_batch_norm_as_they_started(
     frozen = ["resnet/conv1/weights", "resnet/conv1/BatchNorm/moving_mean",
               "resnet/block3/unit_1/bottleneck_v1/conv2/BatchNorm/moving_variance",
               "resnet/block3/unit_1/bottleneck_v1/conv3/weights"]
-    trained = ["resnet/block4/unit_1/bottleneck_v1/conv1/weights",
-               "resnet/block4/unit_1/bottleneck_v1/conv1/BatchNorm/moving_mean",
+    frozen += ["resnet/block4/unit_1/bottleneck_v1/conv1/BatchNorm/moving_mean",
                "resnet/postnorm/moving_mean"]
+    trained = ["resnet/block4/unit_1/bottleneck_v1/conv1/weights",
+               "resnet/block4/unit_1/bottleneck_v1/conv1/BatchNorm/beta",
+               "resnet/logits/weights"]
     before, after = values(start, frozen + trained), values(end, frozen + trained)
     for name in frozen:
         np.testing.assert_array_equal(after[name], before[name], err_msg=name)
@@ -95,10 +99,14 @@ def test_a_head_alone_goes_on_through_the_network_when_asked(colour_data, traine
     model_dir = tmp_path / "models"
     command = ("train.py", "--data_dir", colour_data[1], "--model_dir", model_dir, *TRAIN_ARGS,
                "--init_checkpoint", trained_model)
-    first = run_script(*command, "--epochs", "2")
+    first = run_script(*command, "--epochs", "2", "--moving_average_decay", "0.9")
     (head,) = load_manifest(str(model_dir))["training"]["stages"]
     assert f"finished: step {head['end_step']}" in first.stdout
-    again = run_script(*command, "--fine_tune", "all", "--epochs", "1")
+    # The head validates its moving averages too, on the cached features.
+    assert " moving average" in [line for line in first.stdout.splitlines()
+                                 if line.startswith("validation top-1")][-1]
+    again = run_script(*command, "--fine_tune", "all", "--epochs", "1",
+                       "--moving_average_decay", "0.9")
     head_again, added = load_manifest(str(model_dir))["training"]["stages"]
     assert head_again == head and added["name"] == "all" and added["epochs"] == 1
     assert f"resuming from {model_dir / 'model.ckpt-'}{head['end_step']}" in again.stdout
