@@ -8,7 +8,10 @@
 #   3. bench/train_speed.py: ResNet-50 images/s at batch 256, ours against
 #      Keras (mixed_float16, mixed_bfloat16), fp16 and bf16, XLA, 224 px,
 #      synthetic input;
-#   4. only where TensorFlow sees more than one GPU: train.py's ResNet-50
+#   4. bench/fine_tune_speed.py: the speed of each fine-tuning stage (the
+#      head's features and classifier, last_stage, all) at 224 px, fp16 and
+#      bf16, from TF-slim's resnet_v1_50 graph (random weights: no network);
+#   5. only where TensorFlow sees more than one GPU: train.py's ResNet-50
 #      (layer_50, 224 px, float16 + XLA, batch 256 per GPU) for 2 minutes on
 #      one GPU and on all of them; images/s of each, their ratio the speed-up
 #      (BENCHMARKS.md models the expected one; NVIDIA publishes 7.3x at 8).
@@ -36,8 +39,8 @@ for precision in bf16 fp16; do
     python train.py --data_dir "$out/tfrecords" --model_dir "$out/models_$precision" \
         --epochs "$epochs" --precision "$precision" --xla > "$out/train_$precision.txt" \
         2> "$out/train_$precision.err" || { tail -20 "$out/train_$precision.err"; exit 1; }
-    # The first line (the precision and why) and the end of training.
-    { head -1 "$out/train_$precision.txt"; tail -4 "$out/train_$precision.txt"; } | sed "s/^/$precision: /"
+    # The first lines (the start, the precision and why) and the end of training.
+    { head -2 "$out/train_$precision.txt"; tail -4 "$out/train_$precision.txt"; } | sed "s/^/$precision: /"
     for evaluated in "$precision" fp32; do
         python Evaluation.py --data_dir "$out/tfrecords" --model_dir "$out/models_$precision" \
             --precision "$evaluated" 2>&1 | grep -i "^precision\|top-1" \
@@ -47,6 +50,11 @@ done
 
 python bench/train_speed.py --batch_size "$batch" --image_size "$size" --steps "$steps" \
     --rounds 1 --precision fp16,bf16 --xla 2>&1 | tee "$out/train_speed.txt"
+
+if [ "${QUICK:-0}" = 1 ]; then tune="--num_images 30 --epochs 0.5"; else tune="--num_images 600"; fi
+# shellcheck disable=SC2086  # $tune is two flags
+python bench/fine_tune_speed.py $tune --precisions fp16,bf16 --work_dir "$out/fine_tune" 2>&1 \
+    | tee "$out/fine_tune_speed.txt"
 
 gpus=$(python -c "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))" \
     2>/dev/null | tail -1)
