@@ -4,6 +4,7 @@ The tests' helper functions are in helpers.py (pytest.ini puts the repository
 and tests/ on sys.path)."""
 import json
 import os
+import tempfile
 
 import pytest
 from PIL import Image
@@ -13,6 +14,11 @@ from suite.plumbing import environment
 # As each script does, before TensorFlow loads: pytest imports this file
 # before any test file, and helpers.py imports TensorFlow.
 environment.configure()
+# No test reaches the internet or the user's cache for TF-slim's weights: a
+# photo-sized run that names no test server finds none (refused at once) and
+# trains from random weights, as offline (suite.training.start).
+os.environ["RESNET_PRETRAINED_URL"] = "http://127.0.0.1:9/"
+os.environ["RESNET_PRETRAINED_CACHE"] = tempfile.mkdtemp(prefix="pretrained-cache-")
 
 from helpers import (JPEG_IMAGES, TRAIN_ARGS, make_colour_images, make_published,  # noqa: E402
                      run_script, serving)

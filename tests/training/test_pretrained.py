@@ -7,7 +7,6 @@ the user stops with Ctrl-C, a password in the URL, a planted link."""
 import filecmp
 import http.server
 import io
-import json
 import math
 import os
 import shutil
@@ -24,7 +23,7 @@ import tensorflow as tf
 
 import train
 from helpers import (MEMBER, REPO, TARBALL, finish, free_ports, http_server, make_tarball,
-                     no_hang, run_script, save_v1_checkpoint)
+                     no_hang, save_v1_checkpoint)
 from suite.data import contract
 from suite.evaluation.evaluate import Source, predict_split
 from suite.export import pixel_graph
@@ -559,34 +558,3 @@ def test_every_reader_normalises_as_model_json_says(vgg_model, colour_data, tmp_
     for name, got in (("Evaluation.py", evaluated), ("Classifier", classifier.probabilities(
             encoded)), ("pixel graph", pixel_model), ("SavedModel", served)):
         np.testing.assert_allclose(got, expected, atol=2e-3, err_msg=name)
-
-
-@pytest.mark.slow
-def test_train_pretrained_starts_from_slims_checkpoint(server, colour_data, tmp_path):
-    _, data_dir = colour_data
-    model_dir, cache = tmp_path / "models", tmp_path / "cache"
-    env = dict(os.environ, **{pretrained.URL_VARIABLE: server.url})
-    command = ("train.py", "--pretrained", "--model", "layer_50", "--image_size", "32",
-               "--data_dir", data_dir, "--model_dir", model_dir, "--fine_tune", "head",
-               "--epochs", "1", "--pretrained_cache", cache)
-    result = run_script(*command, env=env)
-    checkpoint = cache / "resnet_v1_50_2016_08_28" / MEMBER
-    assert server.requests == [("/" + TARBALL, None, 200)]
-    line = [l for l in result.stdout.splitlines() if l.startswith("initialised")][0]
-    # Every variable but the logits (1000 classes there, 3 here) came from slim's.
-    restored = len(pretrained.expected_shapes("layer_50"))
-    assert line.startswith(f"initialised {restored} variables from {checkpoint}; left at "
-                           f"their initial values: 2 excluded by --exclude_scopes, 0 not in it")
-    assert "finished: step 2" in result.stdout
-    manifest = load_manifest(str(model_dir))
-    assert manifest["pretrained"] == "resnet_v1_50_2016_08_28"
-    assert manifest["shortcut"] == "B"
-    assert manifest["preprocessing"]["mean_rgb"] == list(normalization.MEAN_RGB)
-    assert manifest["preprocessing"]["std_rgb"] == [1.0, 1.0, 1.0]
-    # Resuming downloads nothing, even with another (empty) cache.
-    again = run_script(*command[:-1], tmp_path / "empty", env=env)
-    assert "already trained to step 2" in again.stdout and len(server.requests) == 1
-    assert not (tmp_path / "empty").exists()
-    evaluation = run_script("Evaluation.py", "--model_dir", model_dir, "--data_dir", data_dir,
-                            "--json")
-    assert json.loads(evaluation.stdout)["num_examples"] == 24

@@ -99,7 +99,7 @@ def test_a_head_alone_goes_on_through_the_network_when_asked(colour_data, traine
     model_dir = tmp_path / "models"
     command = ("train.py", "--data_dir", colour_data[1], "--model_dir", model_dir, *TRAIN_ARGS,
                "--init_checkpoint", trained_model)
-    first = run_script(*command, "--epochs", "2", "--moving_average_decay", "0.9")
+    first = run_script(*command, "--epochs", "1", "--moving_average_decay", "0.9")
     (head,) = load_manifest(str(model_dir))["training"]["stages"]
     assert f"finished: step {head['end_step']}" in first.stdout
     # The head validates its moving averages too, on the cached features.

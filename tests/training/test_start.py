@@ -14,10 +14,11 @@ import tensorflow as tf
 from helpers import MEMBER, free_ports, run_script
 from suite.data import contract
 from suite.model.manifest import load_manifest
+from suite.preprocessing import normalization
 from suite.training import pretrained
 
-# ResNet-50 at 64 px: the published network, small enough to train in seconds.
-PHOTO_ARGS = ("--image_size", "64", "--epochs", "2")
+# ResNet-50 at 64 px (above 32: photo-sized), small enough to train in seconds.
+PHOTO_ARGS = ("--image_size", "64", "--epochs", "1")
 
 
 def train(data_dir, model_dir, url, cache, *flags, check=True):
@@ -50,6 +51,13 @@ def test_photos_start_from_imagenet_weights_and_train_the_head_on_cached_feature
     assert (manifest["model"], manifest["shortcut"], manifest["image_size"]) == \
         ("layer_50", "B", 64)
     assert manifest["pretrained"] == "resnet_v1_50_2016_08_28"
+    assert manifest["preprocessing"]["mean_rgb"] == list(normalization.MEAN_RGB)
+    assert manifest["preprocessing"]["std_rgb"] == [1.0, 1.0, 1.0]  # slim's: no division
+    # Every variable but the logits (1000 classes there, 3 here) came from slim's.
+    checkpoint = cache / "resnet_v1_50_2016_08_28" / MEMBER
+    assert (f"initialised {len(pretrained.expected_shapes('layer_50'))} variables from "
+            f"{checkpoint}; left at their initial values: 2 excluded by --exclude_scopes, 0 "
+            f"not in it") in result.stdout
     training = manifest["training"]
     assert training["why"] == first and training["fine_tune"] == "auto"
     assert [stage["name"] for stage in training["stages"]] == ["head"]
@@ -65,13 +73,18 @@ def test_photos_start_from_imagenet_weights_and_train_the_head_on_cached_feature
     evaluation = run_script("Evaluation.py", "--model_dir", model_dir, "--data_dir", data_dir,
                             "--json")
     assert json.loads(evaluation.stdout)["num_examples"] == counts["validation"]
+    # Resuming fetches nothing, even with another (empty) cache.
+    resumed = train(data_dir, model_dir, server.url, tmp_path / "empty")
+    assert resumed.stdout.startswith(f"start: resuming {model_dir} (it started from "
+                                     f"resnet_v1_50_2016_08_28)")
+    assert "already trained to step" in resumed.stdout and len(server.requests) == 1
+    assert not (tmp_path / "empty").exists()
 
     # The cached copy needs no network; a corrupt one is removed and fetched afresh.
-    again = train(data_dir, tmp_path / "offline", dead_url(), cache, "--epochs", "1")
+    again = train(data_dir, tmp_path / "offline", dead_url(), cache)
     assert again.stdout.startswith("start: TF-slim's ImageNet weights")
-    checkpoint = cache / "resnet_v1_50_2016_08_28" / MEMBER
     checkpoint.write_bytes(b"not a checkpoint")
-    fetched = train(data_dir, tmp_path / "refetched", server.url, cache, "--epochs", "1")
+    fetched = train(data_dir, tmp_path / "refetched", server.url, cache)
     assert f"{checkpoint} is not TF-slim's resnet_v1_50_2016_08_28 checkpoint (TensorFlow " \
            f"cannot read it" in fetched.stderr
     assert fetched.stdout.startswith("start: TF-slim's ImageNet weights")
@@ -90,8 +103,8 @@ def test_offline_photos_train_from_random_weights_saying_why_in_one_line(photo_d
     assert "Traceback" not in result.stderr
     manifest = load_manifest(str(tmp_path / "models"))
     assert manifest["pretrained"] is None and manifest["training"]["why"] == first
-    assert (manifest["model"], manifest["shortcut"], manifest["image_size"]) == \
-        ("layer_14", "A", 64)  # today's from-scratch defaults for photos
+    assert (manifest["model"], manifest["shortcut"], manifest["stem"]) == \
+        ("layer_14", "A", "imagenet")  # today's from-scratch defaults for photos
     assert manifest["training"]["fine_tune"] is None
 
 
@@ -113,7 +126,7 @@ def test_small_images_and_networks_without_weights_keep_random_weights(colour_da
                                                                        tmp_path):
     url = dead_url()  # nothing may be fetched
     small = train(colour_data[1], tmp_path / "small", url, tmp_path / "cache",
-                  "--image_size", "32", "--epochs", "1")
+                  "--image_size", "32")
     assert small.stdout.splitlines()[0] == (
         "start: random weights, as the images are small (median side 32 px, the small stem) "
         "and ImageNet's weights are for photos; --pretrained on uses them anyway")

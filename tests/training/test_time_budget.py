@@ -65,16 +65,16 @@ def test_a_network_stage_runs_when_an_epoch_of_it_fits():
     assert budget.network_stage_fits(1000, 100, None) == (False, None)  # not measured
 
 
-@pytest.mark.slow  # trains for most of half a minute
+@pytest.mark.slow  # trains for most of 15 seconds
 def test_train_plans_its_steps_into_the_budget_and_records_them(colour_data, tmp_path):
     model_dir = tmp_path / "models"
     result = run_script("train.py", "--data_dir", colour_data[1], "--model_dir", model_dir,
-                        *TRAIN_ARGS, "--time_budget", "0.4")
+                        *TRAIN_ARGS, "--time_budget", "0.25")
     planned = [line for line in result.stdout.splitlines() if line.startswith("time budget:")]
     assert planned and planned[0].startswith("time budget: this stage ends at step ")
     manifest = load_manifest(str(model_dir))
     training = manifest["training"]
-    assert training["time_budget"] == 0.4
+    assert training["time_budget"] == 0.25
     last = training["stages"][-1]["end_step"]
     assert training["total_steps"] == last
     assert f"finished: step {last}," in result.stdout
