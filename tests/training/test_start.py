@@ -91,6 +91,7 @@ def test_photos_start_from_imagenet_weights_and_train_the_head_on_cached_feature
     assert len(server.requests) == 2
 
 
+@pytest.mark.slow  # runs train.py
 def test_offline_photos_train_from_random_weights_saying_why_in_one_line(photo_data, tmp_path):
     _, data_dir = photo_data
     url = dead_url()
@@ -108,6 +109,7 @@ def test_offline_photos_train_from_random_weights_saying_why_in_one_line(photo_d
     assert manifest["training"]["fine_tune"] is None
 
 
+@pytest.mark.slow  # runs train.py
 def test_pretrained_on_offline_is_an_error_and_off_never_fetches(photo_data, tmp_path):
     _, data_dir = photo_data
     url = dead_url()
@@ -122,6 +124,7 @@ def test_pretrained_on_offline_is_an_error_and_off_never_fetches(photo_data, tmp
     assert not (tmp_path / "unused").exists()
 
 
+@pytest.mark.slow  # runs train.py
 def test_small_images_and_networks_without_weights_keep_random_weights(colour_data, photo_data,
                                                                        tmp_path):
     url = dead_url()  # nothing may be fetched
