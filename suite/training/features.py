@@ -18,6 +18,7 @@ Half precision halves the memory and the file, and costs the head nothing:
 float16 keeps three significant digits of each feature.
 """
 import collections
+import io
 import json
 import os
 import time
@@ -30,7 +31,7 @@ from suite.hardware.precision import session_config
 from suite.model.checkpoints import restore_newest
 from suite.model.network import build_network
 from suite.plumbing.errors import UserError, reason
-from suite.plumbing.files import atomic_write_json
+from suite.plumbing.files import atomic_write, atomic_write_json
 from suite.training.warm_start import warm_start
 
 FOLDER = "features"
@@ -85,9 +86,9 @@ def _save(folder, wanted, computed):
     try:
         os.makedirs(folder, exist_ok=True)
         for name, array in zip(ARRAYS, computed):
-            with open(os.path.join(folder, f".{name}.npy.tmp"), "wb") as f:
-                np.save(f, array, allow_pickle=False)
-            os.replace(f.name, os.path.join(folder, name + ".npy"))
+            buffer = io.BytesIO()
+            np.save(buffer, array, allow_pickle=False)
+            atomic_write(os.path.join(folder, name + ".npy"), buffer.getvalue())
         atomic_write_json(os.path.join(folder, KEY_FILE),  # last: the arrays are complete
                           {"key": wanted, "images_per_second": computed.images_per_second},
                           indent=1)
