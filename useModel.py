@@ -4,8 +4,8 @@
                        [--threshold P] [--json] [--checkpoint PATH|best|latest]
                        [--precision auto|fp32|bf16|fp16]
     python useModel.py --export DIR [--export_precision fp32|bf16|fp16]
-    python useModel.py --export_tflite FILE
-    python useModel.py --export_onnx FILE
+    python useModel.py --export_tflite FILE [--quantize int8|fp16]
+    python useModel.py --export_onnx FILE [--quantize int8|fp16] [--data_dir DIR]
 
 It uses best/'s checkpoint when there is one, else the newest, and its first
 line, on stderr, says which and why. Folders are searched recursively; a file
@@ -27,7 +27,10 @@ out); --export_tflite and --export_onnx write pixel models that carry their
 class names and pixel contract in their metadata (suite.export.metadata),
 with the names also in a labels file beside them, the two written as a pair
 (suite.export.pixel_graph); clients/onnx_predict.py runs the ONNX model
-without TensorFlow.
+without TensorFlow, and clients/serve.py serves it over HTTP. --quantize
+int8 makes those two smaller and faster, calibrated on a few hundred of the
+model's training images (--data_dir, default the records model.json names);
+fp16 halves them (suite.export.quantize).
 """
 import json
 import sys
@@ -38,6 +41,8 @@ if __name__ == "__main__":
     environment.configure(verbose="--verbose" in sys.argv)  # before TensorFlow loads
 
 from suite.export.onnx_model import ONNX_OPSET, export_onnx
+from suite.export.quantize import CHOICES as QUANTIZE_CHOICES
+from suite.export.quantize import calibration_pixels
 from suite.export.saved_model import SERVING_INPUT, export_saved_model
 from suite.export.tflite_model import export_tflite
 from suite.hardware.precision import DTYPES
@@ -75,16 +80,34 @@ def parse_args(argv=None):
     parser.add_argument("--export_onnx", metavar="FILE", default=None,
                         help="write an ONNX model (pixels in) to FILE, for "
                              "clients/onnx_predict.py and ONNX Runtime")
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
+                        help="the TFLite and ONNX exports in int8 (calibrated on the "
+                             "model's training images: smaller, and faster on CPUs) or fp16 "
+                             "(half the size); default: float32")
+    parser.add_argument("--data_dir", default=None,
+                        help="FlowIO.py's records to calibrate --quantize int8 on (default: "
+                             "those the model was trained on, as model.json names them)")
     args = parser.parse_args(argv)
     if not (args.images or args.export or args.export_tflite or args.export_onnx):
         parser.error("give images to classify, or --export DIR / --export_tflite FILE / "
                      "--export_onnx FILE")
+    if args.quantize and not (args.export_tflite or args.export_onnx):
+        parser.error("--quantize applies to --export_tflite and --export_onnx")
+    if args.data_dir and args.quantize != "int8":
+        parser.error("--data_dir is what --quantize int8 calibrates on")
     return args
 
 
 def export(args):
     """The exports the flags ask for; returns what --json reports of them."""
     document = {}
+    quantized, calibration = "", None
+    if args.quantize:
+        quantized = f"{args.quantize}, "
+        if args.quantize == "int8":
+            calibration = calibration_pixels(load_manifest(args.model_dir), args.data_dir)
+            quantized = f"int8 calibrated on {len(calibration)} training images, "
+        document.update(quantize=args.quantize)
     if args.export:
         path, checkpoint = export_saved_model(args.model_dir, args.export, args.checkpoint,
                                               args.export_precision)
@@ -95,17 +118,19 @@ def export(args):
                   f"serving_default: {SERVING_INPUT} -> classes, probabilities, class_ids)")
     if args.export_tflite:
         path, labels_path, checkpoint = export_tflite(args.model_dir, args.export_tflite,
-                                                      args.checkpoint)
+                                                      args.checkpoint, args.quantize,
+                                                      calibration)
         document.update(tflite=display_name(path), tflite_labels=display_name(labels_path))
         if not args.json:
-            print(f"exported {checkpoint} -> {path} (float32 RGB 0..255 pixels in, "
+            print(f"exported {checkpoint} -> {path} ({quantized}float32 RGB 0..255 pixels in, "
                   f"probabilities out; class names in its metadata and in {labels_path})")
     if args.export_onnx:
         path, labels_path, checkpoint = export_onnx(args.model_dir, args.export_onnx,
-                                                    args.checkpoint)
+                                                    args.checkpoint, args.quantize, calibration)
         document.update(onnx=display_name(path), onnx_labels=display_name(labels_path))
         if not args.json:
-            print(f"exported {checkpoint} -> {path} (ONNX opset {ONNX_OPSET}, float32 RGB "
+            print(f"exported {checkpoint} -> {path} (ONNX opset {ONNX_OPSET}, {quantized}"
+                  f"float32 RGB "
                   f"0..255 pixels in, probabilities out; class names in its metadata and "
                   f"in {labels_path}; run it with clients/onnx_predict.py)")
     return document

@@ -15,7 +15,8 @@ not take float32 RGB pixels [N, S, S, 3] with any batch size (another
 tool's .onnx: NCHW, a fixed batch, uint8 input, free sides) is refused in
 one line saying what it takes. Output, exit code
 and the handling of unreadable files are useModel.py's: one line per image (or
-with --json one document: "model", "checkpoint", and "results" with "path",
+with --json one document: "model", "checkpoint", "precision" (fp32, or the
+int8 or fp16 of useModel.py --quantize), and "results" with "path",
 "label", "predictions" [{"label", "probability"}], or "error"), exit code
 non-zero only when nothing could be classified.
 
@@ -96,7 +97,8 @@ def _find_suite():
 
 
 _find_suite()
-from suite.export.metadata import OddMetadata, read_metadata  # noqa: E402
+from suite.export.metadata import (OddMetadata, model_precision,  # noqa: E402
+                                   read_metadata)
 from suite.images.decoding import BadImage, encode_image_file  # noqa: E402
 from suite.images.eval_transform import eval_pixels  # noqa: E402
 from suite.images.finding import expand_inputs  # noqa: E402
@@ -113,8 +115,7 @@ def image_pixels(path, image_size, max_side=None):
     """An image file -> the pixel models' input for it, float32 RGB 0..255
     [image_size, image_size, 3] (for the ONNX and TFLite exports alike).
     Raises BadImage with the reason when the file is unusable."""
-    jpeg = encode_image_file(path, max_side)[0]
-    return eval_pixels(jpeg, image_size)
+    return eval_pixels(encode_image_file(path, max_side)[0], image_size)
 
 
 # Images per ONNX Runtime run: a batch's activations grow with it (peak RSS
@@ -160,10 +161,11 @@ class OnnxClassifier:
                              f"({str(error).splitlines()[0][:200]})")
         self._input_name, self.image_size, num_classes = _pixel_model_shape(
             model_path, self._session)
+        metadata = self._session.get_modelmeta().custom_metadata_map
         try:
             embedded, self.max_side, self.checkpoint = read_metadata(
-                self._session.get_modelmeta().custom_metadata_map, self.image_size,
-                num_classes)
+                metadata, self.image_size, num_classes)
+            self.precision = model_precision(metadata)  # fp32, or int8/fp16 (--quantize)
         except OddMetadata as error:
             raise ModelError(f"{model_path}: its metadata is not what useModel.py "
                              f"--export_onnx writes ({error}): export the model again")
@@ -367,7 +369,8 @@ def main():
         result["path"] = display_name(result["path"])
     if args.json:
         print(json.dumps({"model": args.model, "checkpoint": classifier.checkpoint,
-                          "results": results}, ensure_ascii=False, indent=1))
+                          "precision": classifier.precision, "results": results},
+                         ensure_ascii=False, indent=1))
     else:
         print_results(results)
     sys.exit(0 if any("predictions" in r for r in results) else 1)

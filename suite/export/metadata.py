@@ -9,6 +9,8 @@ Without TensorFlow: clients/onnx_predict.py reads it.
                     model does itself
     max_side        JSON: FlowIO.py's --max_side the model was trained with, or null
     checkpoint      the checkpoint exported
+    quantization    JSON object, only in a quantized model (useModel.py
+                    --quantize): "precision" int8 or fp16, and how
 
 The class names are in the model so that a model cannot be used with another
 model's names, or its own in another order; the labels file written beside it
@@ -27,6 +29,7 @@ LABELS = "labels"
 PIXEL_CONTRACT = "pixel_contract"
 MAX_SIDE = "max_side"
 CHECKPOINT = "checkpoint"
+QUANTIZATION = "quantization"
 
 # How suite.images.eval_transform.eval_pixels resizes (Pillow's BILINEAR on
 # float channels), the same filter as evaluation's tf.image.resize(antialias=True).
@@ -99,3 +102,13 @@ def _entry(metadata, key, default):
         return json.loads(metadata[key])
     except ValueError:
         raise OddMetadata(f"{key} is {metadata[key][:40]!r}, not JSON") from None
+
+
+def model_precision(metadata):
+    """The precision of a pixel model's weights from its metadata: "int8" or
+    "fp16" for a quantized model, else "fp32"."""
+    entry = _entry(metadata, QUANTIZATION, {})
+    precision = entry.get("precision", "fp32") if isinstance(entry, dict) else None
+    if precision not in ("fp32", "int8", "fp16"):
+        raise OddMetadata(f"{QUANTIZATION} does not name int8 or fp16")
+    return precision

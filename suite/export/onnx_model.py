@@ -4,8 +4,10 @@ import logging
 
 import numpy as np
 
+from suite.export.metadata import QUANTIZATION
 from suite.export.pixel_graph import (PIXELS_INPUT, PROBABILITIES_OUTPUT, frozen_pixel_graph,
                                       pixel_model_metadata, write_model_files)
+from suite.export.quantize import description, quantize_onnx
 from suite.plumbing.environment import quiet_tf1_notices
 from suite.plumbing.errors import UserError
 
@@ -129,7 +131,7 @@ def _split_conv(onnx_graph, graph, pad, conv, relu, padding):
     return nodes
 
 
-def export_onnx(model_dir, path, checkpoint=None):
+def export_onnx(model_dir, path, checkpoint=None, quantize=None, calibration=None):
     """Writes an ONNX model of the checkpoint (frozen_pixel_graph: the TFLite
     model's contract, batch size free) to path and the class names beside it,
     as a pair (write_model_files); returns (path, labels path, checkpoint).
@@ -141,6 +143,8 @@ def export_onnx(model_dir, path, checkpoint=None):
     images were shrunk to before the JPEG encoding, JSON null for none) and
     "checkpoint" (suite.export.metadata). The option-A shortcuts are
     rewritten for ONNX Runtime's fastest layout (split_padded_shortcuts).
+    quantize "int8" (with calibration, suite.export.quantize's pixels) or
+    "fp16" writes that form instead, its "quantization" metadata saying so.
     """
     try:  # only this export needs them, and tf2onnx takes seconds to import
         import onnx
@@ -159,7 +163,11 @@ def export_onnx(model_dir, path, checkpoint=None):
     for value in list(model.graph.input) + list(model.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "N"  # not tf2onnx's "unk__215"
     split_padded_shortcuts(model)
-    onnx.helper.set_model_props(model, pixel_model_metadata(manifest, checkpoint))
+    metadata = pixel_model_metadata(manifest, checkpoint)
+    if quantize:
+        model = quantize_onnx(model, quantize, calibration)
+        metadata[QUANTIZATION] = description(quantize, calibration)
+    onnx.helper.set_model_props(model, metadata)
     labels_file = write_model_files("--export_onnx", path, model.SerializeToString(),
                                     manifest["labels"])
     return path, labels_file, checkpoint

@@ -3,12 +3,14 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as tflite_schema
 from tensorflow.lite.tools import flatbuffer_utils
 
+from suite.export.metadata import QUANTIZATION
 from suite.export.pixel_graph import (PIXELS_INPUT, PROBABILITIES_OUTPUT, frozen_pixel_graph,
                                       pixel_model_metadata, write_model_files)
+from suite.export.quantize import configure_tflite, description
 from suite.plumbing.environment import quiet_tf1_notices
 
 
-def export_tflite(model_dir, path, checkpoint=None):
+def export_tflite(model_dir, path, checkpoint=None, quantize=None, calibration=None):
     """Writes a TensorFlow Lite model of the checkpoint (frozen_pixel_graph) to
     path and the class names beside it, as a pair (write_model_files); returns
     (path, labels path, checkpoint).
@@ -18,7 +20,8 @@ def export_tflite(model_dir, path, checkpoint=None):
     mobile runtimes rarely ship), and apps decode with the platform's own
     decoder anyway. It carries the ONNX export's metadata (class names,
     pixel contract; suite.export.metadata) as entries of the flatbuffer's
-    own metadata table (with_metadata).
+    own metadata table (with_metadata). quantize "int8" (with calibration,
+    suite.export.quantize's pixels) or "fp16" has the converter quantize it.
     """
     frozen, manifest, checkpoint = frozen_pixel_graph(model_dir, checkpoint)
     # Converted in a session without variables: from the session that froze
@@ -31,8 +34,13 @@ def export_tflite(model_dir, path, checkpoint=None):
         converter = tf.compat.v1.lite.TFLiteConverter.from_session(
             session, [graph.get_tensor_by_name(PIXELS_INPUT + ":0")],
             [graph.get_tensor_by_name(PROBABILITIES_OUTPUT + ":0")])
+        if quantize:
+            configure_tflite(converter, quantize, calibration)
         flatbuffer = converter.convert()
-    flatbuffer = with_metadata(flatbuffer, pixel_model_metadata(manifest, checkpoint))
+    metadata = pixel_model_metadata(manifest, checkpoint)
+    if quantize:
+        metadata[QUANTIZATION] = description(quantize, calibration)
+    flatbuffer = with_metadata(flatbuffer, metadata)
     labels_file = write_model_files("--export_tflite", path, flatbuffer, manifest["labels"])
     return path, labels_file, checkpoint
 
