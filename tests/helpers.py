@@ -41,6 +41,29 @@ def run_script(script, *args, timeout=600, check=True, **popen):
     return result
 
 
+# Runs a script with every import of TensorFlow (and of the packages that only
+# the TensorFlow side installs) failing, as in a venv with only the clients'
+# requirements, but without the cost of making one.
+WITHOUT_TENSORFLOW = """
+import os, runpy, sys
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"tensorflow", "tf_slim", "tf2onnx", "onnx", "keras",
+                                  "tf_keras", "tensorboard", "ai_edge_litert"}:
+            raise ModuleNotFoundError(f"{name} is blocked in this test", name=name)
+sys.meta_path.insert(0, Blocked())
+sys.argv = sys.argv[1:]
+sys.path[0] = os.path.dirname(sys.argv[0])  # as `python SCRIPT` has it
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def without_tensorflow(client, *args):
+    """The command that runs clients/CLIENT ARGS where TensorFlow cannot be imported."""
+    return [sys.executable, "-c", WITHOUT_TENSORFLOW, os.path.join(REPO, "clients", client),
+            *map(str, args)]
+
+
 def free_ports(count):
     """count TCP ports on 127.0.0.1 that are free now, for a local cluster."""
     sockets = [socket.socket() for _ in range(count)]

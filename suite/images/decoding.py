@@ -235,6 +235,17 @@ def _decode(data, max_side=None):
     return rgb, source_format, changed, (rgb.height, rgb.width)
 
 
+def header_size(data):
+    """(width, height) an image's header claims, nothing decoded; raises BadImage
+    for bytes Pillow does not take for an image. A server checks it against
+    its own, smaller limit before decoding (clients/serve.py)."""
+    if not data:
+        raise BadImage("empty file")
+    with one_image_errors():
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+
+
 def encode_jpeg(rgb):
     """An RGB PIL image -> JPEG bytes at JPEG_QUALITY, as every re-encoded image is stored."""
     buffer = io.BytesIO()

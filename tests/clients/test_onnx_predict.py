@@ -4,11 +4,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-from helpers import JPEG_IMAGES, REPO, run_script
+from helpers import JPEG_IMAGES, run_script, without_tensorflow
 from suite.model.manifest import load_manifest
 
 
@@ -16,28 +15,12 @@ from suite.model.manifest import load_manifest
 
 
 
-# Runs a script with every import of TensorFlow (and of the packages that only
-# the TensorFlow side installs) failing, as in a venv with only
-# clients/requirements-onnx.txt, but without the cost of making one.
-WITHOUT_TENSORFLOW = """
-import runpy, sys
-class Blocked:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"tensorflow", "tf_slim", "tf2onnx", "onnx", "keras",
-                                  "tf_keras", "tensorboard", "ai_edge_litert"}:
-            raise ModuleNotFoundError(f"{name} is blocked in this test", name=name)
-sys.meta_path.insert(0, Blocked())
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
 def run_without_tensorflow(*args, cwd):
-    """clients/onnx_predict.py ARGS in a fresh process where TensorFlow cannot
-    be imported; cwd outside the repository, so nothing is found from there."""
-    return subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW,
-                           os.path.join(REPO, "clients", "onnx_predict.py"), *map(str, args)],
-                          cwd=cwd, capture_output=True, text=True, timeout=300)
+    """clients/onnx_predict.py ARGS where TensorFlow cannot be imported
+    (helpers.without_tensorflow); cwd outside the repository, so nothing is
+    found from there."""
+    return subprocess.run(without_tensorflow("onnx_predict.py", *args), cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow

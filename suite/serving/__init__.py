@@ -1,0 +1,2 @@
+"""Serving an exported model over HTTP without TensorFlow: batching and the
+web app of clients/serve.py."""
