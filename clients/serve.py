@@ -3,7 +3,7 @@ TensorFlow.
 
     python clients/serve.py MODEL.onnx [--host 127.0.0.1] [--port 8080]
                             [--top_k 3] [--threshold P] [--max_batch 32]
-                            [--max_wait_ms 2] [--max_queue 256] [--timeout 30]
+                            [--max_wait_ms 5] [--max_queue 256] [--timeout 30]
                             [--max_mb 20] [--max_megapixels 40] [--threads N]
                             [--workers 1] [--access_log]
 
@@ -50,9 +50,9 @@ def parse_args(argv=None):
     flags.add_answers(parser)
     parser.add_argument("--max_batch", type=flags.positive_int, default=32,
                         help="images per run of the model (default: %(default)s)")
-    parser.add_argument("--max_wait_ms", type=flags.non_negative_float, default=2.0,
-                        help="how long a batch waits for more images after its first "
-                             "(default: %(default)s)")
+    parser.add_argument("--max_wait_ms", type=flags.non_negative_float, default=5.0,
+                        help="how long a batch may wait for images that requests are "
+                             "decoding (default: %(default)s)")
     parser.add_argument("--max_queue", type=flags.positive_int, default=256,
                         help="images waiting, past which requests get 503 (default: "
                              "%(default)s)")

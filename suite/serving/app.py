@@ -205,7 +205,8 @@ async def _classify(images, classifier, batcher, decoding, limits, top_k, thresh
         async with decoding:
             return await run_in_threadpool(_pixels, data, classifier, limits)
 
-    prepared = await asyncio.gather(*(prepare(data) for _, data in images))
+    with batcher.coming(len(images)):
+        prepared = await asyncio.gather(*(prepare(data) for _, data in images))
     futures = {}
     try:
         for index, pixels in enumerate(prepared):

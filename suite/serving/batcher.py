@@ -2,18 +2,21 @@
 dynamic batching of TensorFlow Serving and Triton, in asyncio), without
 TensorFlow.
 
-A request submits its images and awaits their rows. One task takes what is
-waiting, up to max_batch images, and what has come max_wait after the
-first, and runs the model on the batch in a worker thread (ONNX
-Runtime releases the GIL, so the event loop goes on reading and decoding
-requests meanwhile); the requests that came during a run make the next
-batch. One run at a time: the model's own threads use every core for it.
+A request announces its images while it decodes them (coming), then
+submits them and awaits their rows. One task takes what is waiting, up to
+max_batch images, waits up to max_wait for more while more are announced
+(so a lone request on an idle server does not wait at all), and runs the
+model on the batch in a worker thread (ONNX Runtime releases the GIL, so
+the event loop goes on reading and decoding requests meanwhile); the
+requests that came during a run make the next batch. One run at a time:
+the model's own threads use every core for it.
 The queue holds at most max_queue images: submit refuses more (Full), so a
 burst beyond what the model can serve is answered at once rather than held
 in memory.
 """
 import asyncio
 import concurrent.futures
+import contextlib
 
 import numpy as np
 
@@ -30,12 +33,14 @@ class Batcher:
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait, max_queue
         self._queue = None
         self._task = None
+        self._coming = 0  # images announced (coming) but not yet submitted
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "model")
         self.batches = self.images = 0  # what has run, for /healthz and the benchmarks
 
     async def start(self):
         """Starts the batching task on the running event loop."""
         self._queue = asyncio.Queue(self.max_queue)
+        self._submitted = asyncio.Event()
         self._task = asyncio.create_task(self._serve())
 
     async def stop(self):
@@ -60,6 +65,7 @@ class Batcher:
             self._queue.put_nowait((pixels, future))
         except asyncio.QueueFull:
             raise Full(f"{self.max_queue} images are waiting") from None
+        self._submitted.set()
         return future
 
     async def _serve(self):
@@ -82,15 +88,34 @@ class Batcher:
                 if not future.done():
                     future.set_result(row)
 
+    @contextlib.contextmanager
+    def coming(self, count):
+        """Announces count images being prepared (decoded) for submit: while
+        any are, a batch waits for them, up to max_wait. Leave the block
+        just before submitting them."""
+        self._coming += count
+        try:
+            yield
+        finally:
+            self._coming -= count
+
     async def _next_batch(self):
-        """The images waiting, up to max_batch: the first awaited, then what
-        has come max_wait later; those no one waits for any more left out.
-        The wait is a plain sleep: a queue read that a timeout cancels can
-        lose the image it took (asyncio.wait_for on Python 3.11)."""
+        """The images waiting, up to max_batch: the first awaited, then those
+        that come while any are announced (coming), for up to max_wait; a
+        lone request on an idle server runs at once. Those no one waits for
+        any more are left out."""
         batch = [await self._queue.get()]
         self._take_waiting(batch)
-        if len(batch) < self.max_batch and self.max_wait > 0:
-            await asyncio.sleep(self.max_wait)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait
+        while len(batch) < self.max_batch and self._coming and loop.time() < deadline:
+            # Waiting on an event, not on the queue: a queue read that a
+            # timeout cancels can lose the image it took (wait_for, Python 3.11).
+            self._submitted.clear()
+            try:
+                await asyncio.wait_for(self._submitted.wait(), deadline - loop.time())
+            except TimeoutError:
+                pass
             self._take_waiting(batch)
         return [(pixels, future) for pixels, future in batch if not future.done()]
 

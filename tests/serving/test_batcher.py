@@ -56,21 +56,26 @@ def test_concurrent_images_run_in_batches_each_with_its_own_row():
     assert (batcher.batches, batcher.images) == (3, 20)
 
 
-def test_a_lone_image_waits_max_wait_at_most():
+def test_a_lone_image_runs_at_once_and_announced_ones_are_waited_for():
     model = Model()
 
     async def main():
-        batcher = Batcher(model, max_batch=32, max_wait=0.002)
+        batcher = Batcher(model, max_batch=32, max_wait=5.0)
         await batcher.start()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await batcher.submit(images(1)[0])
-        elapsed = loop.time() - started
+        await batcher.submit(images(1)[0])      # nothing else coming: no wait
+        alone = loop.time() - started
+        with batcher.coming(1):                 # another request is decoding its image
+            first = batcher.submit(images(1)[0])
+            await asyncio.sleep(0.05)
+        second = batcher.submit(images(2)[1])
+        await asyncio.gather(first, second)
         await batcher.stop()
-        return elapsed
+        return alone
 
     assert run(main()) < 1.0
-    assert model.sizes == [1]
+    assert model.sizes == [1, 2]
 
 
 def test_a_full_queue_refuses_and_the_batcher_goes_on():
