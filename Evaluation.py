@@ -27,7 +27,6 @@ summaries beside training's.
 import json
 import os
 import sys
-import tempfile
 
 from suite.plumbing import environment
 
@@ -44,6 +43,7 @@ from suite.model.checkpoints import describe_checkpoint
 from suite.model.manifest import load_manifest
 from suite.plumbing import flags
 from suite.plumbing.errors import run_main
+from suite.plumbing.files import temporary_folder
 from suite.plumbing.names import display_name
 from suite.plumbing.signals import signals_end_cleanly
 
@@ -110,7 +110,7 @@ def evaluation():
         print(precision)
     if args.image_dir is None:
         return report(args, manifest, checkpoints, source, precision, output_dir, {})
-    with tempfile.TemporaryDirectory(prefix="evaluation-records-") as records_dir:
+    with temporary_folder("evaluation-records-") as records_dir:
         skipped = convert_image_dir(args.image_dir, records_dir, manifest, args.model_dir, out)
         source = Source(records_dir, "train", args.batch_size, image_dir=args.image_dir)
         return report(args, manifest, checkpoints, source, precision, output_dir,

@@ -10,10 +10,12 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import stat
 import tempfile
 import time
 
+from suite.plumbing import signals
 from suite.plumbing.errors import UserError
 
 
@@ -52,6 +54,23 @@ def atomic_write(path, data):
 def atomic_write_json(path, record, **dump_options):
     """atomic_write of record as JSON text (UTF-8, non-ASCII kept as is)."""
     atomic_write(path, json.dumps(record, ensure_ascii=False, **dump_options))
+
+
+@contextlib.contextmanager
+def temporary_folder(prefix):
+    """A new folder in tempfile's temporary folder, removed with what it
+    holds when the block ends, however it ends. Unlike
+    tempfile.TemporaryDirectory, a stop signal that lands just after the
+    folder is made cannot leave it behind: it is raised only once the
+    removal is in charge (signals.deferred)."""
+    folder = None
+    try:
+        with signals.deferred():
+            folder = tempfile.mkdtemp(prefix=prefix)
+        yield folder
+    finally:
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 class LockHeld(Exception):

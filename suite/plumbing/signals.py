@@ -39,6 +39,9 @@ def signals_end_cleanly(what="nothing more done or written"):
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
+        if _DEFERRING:
+            _DEFERRED.append(signum)
+            return
         if not raised:
             raised.append(signum)
             raise Stopped(signum)
@@ -69,3 +72,25 @@ def signals_end_cleanly(what="nothing more done or written"):
         sys.exit(128 + signum)
     finally:
         sys.unraisablehook = previous_hook
+
+
+_DEFERRING = []  # one entry per deferred() block open
+_DEFERRED = []   # the stop signals that came meanwhile
+
+
+@contextlib.contextmanager
+def deferred():
+    """Holds back signals_end_cleanly's Stopped while in this block: a stop
+    signal that comes meanwhile is sent again as the block ends, so that it
+    is raised after it. For a few statements that must not be cut apart,
+    such as making a temporary folder and handing it to what removes it
+    (suite.plumbing.files.temporary_folder)."""
+    _DEFERRING.append(True)
+    try:
+        yield
+    finally:
+        _DEFERRING.pop()
+        if not _DEFERRING and _DEFERRED:
+            signum = _DEFERRED[0]
+            _DEFERRED.clear()
+            os.kill(os.getpid(), signum)
