@@ -36,7 +36,8 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.requests import ClientDisconnect
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from suite.images.decoding import BadImage, encode_image_bytes, header_size
@@ -94,6 +95,8 @@ def create_app(classifier, name, batcher, limits=Limits(), answers=Answers()):
                 limits.timeout, 504, "the model did not answer (the server is busy)")
         except Refused as refusal:
             return JSONResponse({"error": refusal.message}, refusal.status, refusal.headers)
+        except ClientDisconnect:  # gone before its body arrived: no one to answer or log
+            return Response(status_code=400)
         except Exception as error:  # a fault of ours: the request fails, the server goes on
             logging.getLogger("serve").exception("POST /predict failed")
             return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"},
