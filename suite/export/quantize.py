@@ -11,8 +11,12 @@ AMX's instruction), and int8 activations ran slower than fp32
 int8 TFLite: TensorFlow's own converter with the calibration images as its
 representative dataset (weights int8 per channel, activations int8);
 float32 pixels in and probabilities out, as the fp32 export. The converter
-ships with TensorFlow and is what LiteRT's documentation points to for
-post-training quantization of a TensorFlow model.
+ships with TensorFlow 2.21, which the suite pins, and LiteRT's
+"Post-training quantization" guide still teaches it for TensorFlow models.
+LiteRT's own quantizer (litert-quantizer, formerly ai-edge-quantizer) is
+where new schemes go (int4, blockwise, mixed precision, for LLMs); it works
+on a .tflite after conversion and would add a package for what the
+converter already does here.
 
 fp16: the weights stored as float16, half the file; ONNX Runtime
 (onnxruntime.transformers.float16, inputs and outputs kept float32) and the
