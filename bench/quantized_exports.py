@@ -14,11 +14,12 @@ and LiteRT.
     # fetched offline
     python bench/quantized_exports.py --fashion_mnist_224 [--per_class 200]
 
-The six exports (ONNX and TFLite, each fp32, int8 and fp16) are made
-in-process with suite.export (useModel.py --export_onnx/--export_tflite
-[--quantize]), cached in --workdir. The test images become the pixel
-models' input once, with the client's own code (onnx_predict.image_pixels),
-and are cached there too. Speed: images/s for one image a call and for
+The six exports (ONNX and TFLite, each fp32, int8 and fp16), and an ONNX
+int8 with int8 activations instead of uint8 (the choice of
+suite.export.quantize), are made in-process with suite.export (useModel.py
+--export_onnx/--export_tflite [--quantize]), cached in --workdir. The test
+images become the pixel models' input once, with the client's own code
+(onnx_predict.image_pixels), and are cached there too. Speed: images/s for one image a call and for
 batches of 32, each export in turn for --seconds, --rounds times, the order
 rotated each round so that the machine's load hits all alike; the median
 round is printed, with the ratio to the same runtime's fp32.
@@ -40,7 +41,7 @@ from suite.plumbing import environment  # noqa: E402
 environment.configure()
 import onnx_predict  # noqa: E402
 from suite.export.onnx_model import export_onnx  # noqa: E402
-from suite.export.quantize import calibration_pixels  # noqa: E402
+from suite.export.quantize import calibration_pixels, quantize_onnx  # noqa: E402
 from suite.export.tflite_model import export_tflite  # noqa: E402
 from suite.images.eval_transform import eval_pixels  # noqa: E402
 from suite.model.manifest import load_manifest  # noqa: E402
@@ -128,6 +129,15 @@ def make_exports(model_dir, calibration, workdir):
                        calibration=calibration)
                 print(f"exported {path} in {time.perf_counter() - started:.0f} s", flush=True)
             paths[runtime, precision] = path
+    # The choice of uint8 activations (suite.export.quantize), against int8.
+    path = os.path.join(workdir, "int8-activations.onnx")
+    if not os.path.exists(path):
+        import onnx
+        model = quantize_onnx(onnx.load(paths["onnx", "fp32"]), "int8", calibration, "int8")
+        onnx.helper.set_model_props(model, {p.key: p.value for p in
+                                            onnx.load(paths["onnx", "int8"]).metadata_props})
+        onnx.save(model, path)
+    paths["onnx", "int8, int8 activations"] = path
     return paths
 
 

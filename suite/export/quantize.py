@@ -82,9 +82,10 @@ def description(precision, calibration=None):
                        "calibration_images": len(calibration)})
 
 
-def quantize_onnx(model, precision, calibration=None):
+def quantize_onnx(model, precision, calibration=None, activations="uint8"):
     """The fp32 ONNX ModelProto of export_onnx -> its int8 or fp16 form (a new
-    ModelProto; its metadata is set by the caller)."""
+    ModelProto; its metadata is set by the caller). activations "int8" is
+    for bench/quantized_exports.py's comparison."""
     import onnx
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -100,7 +101,9 @@ def quantize_onnx(model, precision, calibration=None):
         quant_pre_process(fp32, prepared, skip_symbolic_shape=True)
         quantize_static(prepared, quantized, _calibration_reader(calibration),
                         quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        activation_type={"uint8": QuantType.QUInt8,
+                                         "int8": QuantType.QInt8}[activations],
+                        weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
         return onnx.load(quantized)
 
