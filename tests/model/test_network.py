@@ -92,9 +92,11 @@ def test_every_reader_and_export_averages_with_the_mirror_image(colour_data, fli
     model_dir, plain_dir = flip_model
     labels = load_manifest(model_dir)["labels"]
     exports = {}
-    for name, folder in (("flip", model_dir), ("plain", plain_dir)):
-        result = run_script("useModel.py", "--export", tmp_path / name / "serving",
-                            "--export_tflite", tmp_path / name / "model.tflite",
+    for name, folder, kinds in (("flip", model_dir, ("--export", "--export_tflite")),
+                                ("plain", plain_dir, ())):  # the plain one: ONNX alone
+        paths = {"--export": tmp_path / name / "serving",
+                 "--export_tflite": tmp_path / name / "model.tflite"}
+        result = run_script("useModel.py", *(a for k in kinds for a in (k, paths[k])),
                             "--export_onnx", tmp_path / name / "model.onnx",
                             "--model_dir", folder, "--json")
         exports[name] = json.loads(result.stdout)["exported"]
