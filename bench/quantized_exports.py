@@ -220,6 +220,12 @@ def main():
             agree = np.mean(rows.argmax(1) == reference) if reference is not None else 1
             print(f"  {key[0]:6s} {key[1]}: top-1 {accuracy[key]:.4f} on {len(names)} images, "
                   f"same top-1 as ONNX fp32 on {agree:.2%}", flush=True)
+    if args.rounds:
+        print_table(paths, accuracy, measure_speed(models, size, args))
+
+
+def measure_speed(models, size, args):
+    """{(model key, batch size): images/s of each round}, the models taking turns."""
     inputs = {1: np.random.default_rng(0).random((1, size, size, 3), np.float32) * 255}
     inputs[BATCH] = np.random.default_rng(1).random((BATCH, size, size, 3), np.float32) * 255
     speeds = {(key, batch): [] for key in models for batch in inputs}
@@ -230,13 +236,15 @@ def main():
                 speeds[key, batch].append(images_per_second(models[key], batch_pixels,
                                                             args.seconds))
         print(f"  round {round_index + 1}/{args.rounds} done", flush=True)
-    if not args.rounds:
-        return
+    return speeds
+
+
+def print_table(paths, accuracy, speeds):
     print(f"\n| runtime | precision | size MB | top-1 | img/s, 1 image | img/s, batch {BATCH} |")
     print("|---|---|---|---|---|---|")
     for key, path in paths.items():
         cells = []
-        for batch in inputs:
+        for batch in (1, BATCH):
             median = float(np.median(speeds[key, batch]))
             base = float(np.median(speeds[(key[0], "fp32"), batch]))
             cells.append(f"{median:,.0f} ({median / base:.2f}x)")
