@@ -3,12 +3,15 @@
     python FlowIO.py [--image_dir data/images] [--output_dir data/tfrecords]
                      [--validation_ratio 0.2] [--seed 0] [--validation_dir DIR]
                      [--max_side N] [--num_shards N] [--workers N] [--overwrite]
+                     [--exclude LIST]
 
 Every top-level sub-folder of --image_dir is a class (sorted names; images in
 deeper folders belong to it). Each file is decoded by content and stored as
 an upright 8-bit RGB JPEG (suite.images.decoding); files that cannot be used
 are skipped, each listed with its reason in dataset.json and counted by reason
 (with a few examples) on the console: nothing is dropped silently.
+--exclude leaves listed images out (mislabelled ones, say) without touching
+the user's files; the report counts them and lists them in dataset.json.
 Writes to --output_dir: labels.txt, train-*/validation-* TFRecord shards and
 dataset.json, the report (suite.data.contract). A re-run replaces only those;
 a non-empty folder that is not FlowIO's output is refused unless --overwrite;
@@ -56,6 +59,11 @@ def parse_args(argv=None):
                         help="shards per split (default: ~100 MB each, several when large)")
     parser.add_argument("--workers", type=flags.positive_int, default=None,
                         help="processes decoding images (default: all cores)")
+    parser.add_argument("--exclude", metavar="LIST", default=None,
+                        help="leave out the images LIST names: a CSV with a 'file' or 'path' "
+                             "column (as Evaluation.py's misclassified.csv), or one path a "
+                             "line, as given or relative to --image_dir; the images stay "
+                             "where they are, and the report counts them")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty folder that is not FlowIO.py's output; "
                              "only files of the names FlowIO.py writes (labels.txt, "
@@ -69,7 +77,7 @@ def main():
     info = convert(args.image_dir, args.output_dir, validation_ratio=args.validation_ratio,
                    seed=args.seed, validation_dir=args.validation_dir, max_side=args.max_side,
                    num_shards=args.num_shards, workers=args.workers, overwrite=args.overwrite,
-                   max_validation=args.max_validation)
+                   max_validation=args.max_validation, exclude=args.exclude)
     print_report(info, args.output_dir)
 
 

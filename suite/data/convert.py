@@ -1,7 +1,8 @@
 """The conversion: a class-per-folder tree -> TFRecord shards, labels.txt and
 dataset.json (suite.data.contract), in steps:
 
-    find_files      every file of the tree(s), by class (suite.data.folders)
+    find_files      every file of the tree(s), by class (suite.data.folders),
+                    less those --exclude lists (exclude_files)
     decode_all      each decoded, checked and staged (suite.data.staging)
     deduplicate     one copy of each image; the same image in two classes dropped
     choose_classes  the class folders with usable images, sorted
@@ -25,7 +26,7 @@ import tensorflow as tf
 
 from suite.data import output_dir as outputs
 from suite.data.contract import DATASET_FILE, SPLITS, make_example, shard_name, write_labels
-from suite.data.folders import find_files
+from suite.data.folders import exclude_files, find_files, read_exclude_list
 from suite.data.staging import decode_all
 from suite.images.decoding import JPEG_QUALITY
 from suite.plumbing.errors import UserError
@@ -170,6 +171,7 @@ class Options:
     workers: int = None
     overwrite: bool = False
     max_validation: int = MAX_VALIDATION
+    exclude: str = None  # a list of files to leave out (folders.read_exclude_list)
 
     def record(self, image_dir):
         """What dataset.json records under "options"."""
@@ -179,7 +181,8 @@ class Options:
                 "validation_ratio": self.validation_ratio,
                 "max_validation": self.max_validation, "seed": self.seed,
                 "max_side": self.max_side, "num_shards": self.num_shards,
-                "jpeg_quality": JPEG_QUALITY}
+                "jpeg_quality": JPEG_QUALITY,
+                "exclude": self.exclude and display_name(os.path.abspath(self.exclude))}
 
 
 def convert(image_dir, output_dir, **settings):
@@ -202,6 +205,12 @@ def convert(image_dir, output_dir, **settings):
     if not 0 <= options.validation_ratio < 1:
         raise UserError(f"--validation_ratio {options.validation_ratio} must be in [0, 1)")
     found = find_files(image_dir, options.validation_dir)
+    left_out = None
+    if options.exclude:
+        files, skipped, class_folders = found
+        files, *left_out = exclude_files(files, read_exclude_list(options.exclude), image_dir,
+                                         options.validation_dir)
+        found = files, skipped, class_folders
     # A foreign folder is refused before anything is written to it.
     outputs.previous_outputs(output_dir, options.overwrite)
     with outputs.lock(output_dir):
@@ -212,7 +221,7 @@ def convert(image_dir, output_dir, **settings):
         tmp_dir = None
         try:
             tmp_dir = tempfile.mkdtemp(prefix=outputs.TEMPORARY_PREFIXES[0], dir=output_dir)
-            info = _convert_into(tmp_dir, image_dir, found, options)
+            info = _convert_into(tmp_dir, image_dir, found, options, left_out)
             outputs.replace_outputs(tmp_dir, output_dir,
                                     info["shards"]["train"] + info["shards"]["validation"],
                                     previous)
@@ -226,9 +235,10 @@ def convert(image_dir, output_dir, **settings):
     return info
 
 
-def _convert_into(tmp_dir, image_dir, found, options):
+def _convert_into(tmp_dir, image_dir, found, options, left_out=None):
     """The conversion's steps after finding the files, writing the shards,
-    labels.txt and dataset.json into tmp_dir; returns dataset.json's dict."""
+    labels.txt and dataset.json into tmp_dir; returns dataset.json's dict.
+    left_out: (excluded paths, listed entries that named no file) of --exclude."""
     files, skipped, class_folders = found
     images, unusable = decode_all(files, os.path.join(tmp_dir, "staging"), options.max_side,
                                   options.workers or os.cpu_count() or 1)
@@ -244,6 +254,9 @@ def _convert_into(tmp_dir, image_dir, found, options):
     write_labels(tmp_dir, classes)
     info = describe(classes, splits, shards, skipped, duplicates, conflicts, empty_classes,
                     options.record(image_dir))
+    if left_out:
+        info["excluded"] = [display_name(path) for path in left_out[0]]
+        info["exclude_unmatched"] = [display_name(entry) for entry in left_out[1]]
     atomic_write_json(os.path.join(tmp_dir, DATASET_FILE), info, indent=1)
     return info
 
@@ -323,6 +336,11 @@ def print_report(info, output_dir):
     for name in info["empty_classes"]:
         print(f"  not a class: {name} (no usable image)")
     print_skipped(info["skipped"], display_name(os.path.join(output_dir, DATASET_FILE)))
+    if "excluded" in info:
+        unmatched = info["exclude_unmatched"]
+        print(f"{len(info['excluded'])} image(s) left out as --exclude lists them"
+              + (f"; {len(unmatched)} listed path(s) named no image of the tree, e.g. "
+                 f"{', '.join(unmatched[:3])}" if unmatched else ""))
     if info["label_conflicts"]:
         print(f"{len(info['label_conflicts'])} image(s) appear in more than one class: "
               "fix the labels and re-run")

@@ -1,10 +1,15 @@
 """Reading a class-per-folder tree: which files belong to which class, and
 which cannot be used (files outside any class folder, folders that cannot be
-listed, class names that labels.txt cannot hold)."""
+listed, class names that labels.txt cannot hold); and the files a user
+leaves out of a conversion by listing them (FlowIO.py --exclude)."""
+import csv
+import io
 import os
+import stat
 
 from suite.images.finding import LINK_TO_ANCESTOR, is_hidden, is_link_to_ancestor, walk_files
 from suite.plumbing.errors import UserError
+from suite.plumbing.files import file_kind
 from suite.plumbing.names import display_name
 
 
@@ -80,3 +85,59 @@ def find_files(image_dir, validation_dir=None):
         raise UserError(f"--image_dir {display_name(image_dir)} has no files in its class "
                         f"folders")
     return files, skipped, class_folders
+
+
+# The columns of a CSV that name files: Evaluation.py's misclassified.csv
+# writes "file"; "path" is the usual name elsewhere.
+PATH_COLUMNS = ("file", "path")
+MAX_EXCLUDE_BYTES = 256 * 2**20  # a list of millions of paths; not a file read without end
+
+
+def read_exclude_list(list_path):
+    """The paths of a --exclude LIST: a CSV with a "file" or "path" column
+    (Evaluation.py's misclassified.csv, a label audit's output), or a plain
+    list, one path a line (blank lines and lines starting with # ignored).
+    Raises UserError naming the file and the fix."""
+    try:
+        # O_NONBLOCK and the check after it: a named pipe is refused, not waited on.
+        with open(os.open(list_path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            kind = os.fstat(f.fileno()).st_mode
+            if not stat.S_ISREG(kind):
+                raise OSError(0, f"{file_kind(kind)}, not a file")
+            data = f.read(MAX_EXCLUDE_BYTES + 1)
+        text = data.decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        why = getattr(error, "strerror", None) or "not UTF-8 text"
+        raise UserError(f"--exclude {display_name(list_path)}: cannot read it ({why}): give a "
+                        f"CSV with a 'file' or 'path' column, or one path a line")
+    if len(data) > MAX_EXCLUDE_BYTES:
+        raise UserError(f"--exclude {display_name(list_path)} is over {MAX_EXCLUDE_BYTES:,} "
+                        f"bytes: not a list of paths")
+    lines = text.splitlines()
+    header = next(csv.reader(lines[:1]), [])
+    column = next((name for name in PATH_COLUMNS if name in header), None)
+    if column:  # a CSV; anything else is a plain list (a path may hold a comma)
+        return [row[column] for row in csv.DictReader(io.StringIO(text)) if row.get(column)]
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def exclude_files(files, listed, image_dir, validation_dir=None):
+    """files (find_files's) without those listed: (kept, excluded paths,
+    listed entries that named no file of the trees). An entry names a file
+    by its path as given (absolute or from the current folder) or relative
+    to --image_dir or --validation_dir, links resolved."""
+    roots = [os.getcwd(), image_dir] + ([validation_dir] if validation_dir else [])
+    wanted = {}
+    for entry in listed:
+        for root in roots:
+            wanted.setdefault(os.path.realpath(os.path.join(root, entry)), entry)
+    kept, excluded, matched = [], [], set()
+    for file in files:
+        entry = wanted.get(os.path.realpath(file["path"]))
+        if entry is None:
+            kept.append(file)
+        else:
+            excluded.append(file["path"])
+            matched.add(entry)
+    unmatched = [entry for entry in dict.fromkeys(listed) if entry not in matched]
+    return kept, excluded, unmatched

@@ -146,3 +146,29 @@ def test_a_class_folder_linked_to_the_tree_is_skipped_and_the_rest_converts(tmp_
     assert info["label_conflicts"] == []
     assert info["skipped"] == [{"path": os.path.join(image_dir, "self"),
                                 "reason": LINK_TO_ANCESTOR}]
+
+
+def test_excluded_images_are_left_out_counted_and_listed(tmp_path, capsys):
+    """--exclude: the listed images are not in the records, dataset.json
+    lists them and what matched nothing, the report counts both; the
+    images themselves stay."""
+    image_dir = make_tree(str(tmp_path / "images"), per_class=4)
+    listed = tmp_path / "suspects.txt"
+    listed.write_text("cat/1.png\ndog/3.png\ncat/7.png\n")
+    out = str(tmp_path / "out")
+    info = convert.convert(image_dir, out, validation_ratio=0, workers=1, exclude=str(listed))
+    assert info["num_examples"]["train"] == 6
+    assert sorted(os.path.relpath(p, image_dir) for p in info["excluded"]) == [
+        "cat/1.png", "dog/3.png"]
+    assert info["exclude_unmatched"] == ["cat/7.png"]
+    assert info["options"]["exclude"] == str(listed)
+    assert strict_json(os.path.join(out, contract.DATASET_FILE))["excluded"] == info["excluded"]
+    names = {record["image/filename"].numpy().decode() for record in (
+        tf.io.parse_single_example(r, contract.FEATURES)
+        for r in tf.data.TFRecordDataset(
+            [os.path.join(out, name) for name in info["shards"]["train"]]))}
+    assert names == {"cat/0.png", "cat/2.png", "cat/3.png", "dog/0.png", "dog/1.png", "dog/2.png"}
+    assert os.path.isfile(os.path.join(image_dir, "cat", "1.png"))  # the user's files stay
+    convert.print_report(info, out)
+    assert ("2 image(s) left out as --exclude lists them; 1 listed path(s) named no image of "
+            "the tree, e.g. cat/7.png") in capsys.readouterr().out
