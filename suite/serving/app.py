@@ -86,13 +86,15 @@ def create_app(classifier, name, batcher, limits=Limits(), answers=Answers()):
              "precision": classifier.precision}
 
     async def predict(request):
+        deadline = asyncio.get_running_loop().time() + limits.timeout  # the upload included
         try:
-            images = await _with_timeout(_read_images(request, limits), limits.timeout, 408,
-                                         "the request's body did not arrive")
+            images = await _by_deadline(_read_images(request, limits), deadline, 408,
+                                        f"the request's body did not arrive within "
+                                        f"{limits.timeout:g} s")
             top_k, threshold = _answer_options(request.query_params, answers)
-            results = await _with_timeout(
+            results = await _by_deadline(
                 _classify(images, classifier, batcher, decoding, limits, top_k, threshold),
-                limits.timeout, 504, "the model did not answer (the server is busy)")
+                deadline, 504, f"no answer within {limits.timeout:g} s: the server is busy")
         except Refused as refusal:
             return JSONResponse({"error": refusal.message}, refusal.status, refusal.headers)
         except ClientDisconnect:  # gone before its body arrived: no one to answer or log
@@ -101,15 +103,12 @@ def create_app(classifier, name, batcher, limits=Limits(), answers=Answers()):
             logging.getLogger("serve").exception("POST /predict failed")
             return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"},
                                 500)
-        classified = [r for r in results if "predictions" in r]
-        if not classified:
-            status = results[0].pop("status", 400)
+        statuses = [result.pop("status", None) for result in results]
+        if not any("predictions" in result for result in results):
             body = {"error": results[0]["error"]}
             if len(results) > 1:
                 body["results"] = results
-            return JSONResponse(body, status)
-        for result in results:
-            result.pop("status", None)
+            return JSONResponse(body, statuses[0])
         return JSONResponse(dict(about, results=results))
 
     async def healthz(request):
@@ -132,12 +131,13 @@ def create_app(classifier, name, batcher, limits=Limits(), answers=Answers()):
     return app
 
 
-async def _with_timeout(awaitable, seconds, status, what):
+async def _by_deadline(awaitable, deadline, status, message):
+    """awaitable's result, or Refused(status, message) once the loop's clock passes deadline."""
     try:
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout_at(deadline):
             return await awaitable
     except TimeoutError:
-        raise Refused(status, f"{what} within {seconds:g} s") from None
+        raise Refused(status, message) from None
 
 
 async def _read_images(request, limits):

@@ -145,6 +145,12 @@ def test_bad_requests_get_one_line_and_the_server_goes_on(exported, sample_image
             got, document, _ = post(url, body, content_type, query)
             assert (got, list(document)) == (status, ["error"]), (words, document)
             assert words in document["error"] and "\n" not in document["error"], document
+        # A form none of whose files can be read: the first one's refusal, and each answered.
+        got, document, _ = post(url, *multipart([("a.jpg", b"not an image"),
+                                                 ("b.png", png(2000, 1000))]))
+        assert got == 400 and document["error"] == "not an image Pillow can read"
+        assert [sorted(r) for r in document["results"]] == [["error", "input"]] * 2
+        assert "over this server's" in document["results"][1]["error"]
         with pytest.raises(urllib.error.HTTPError, match="405"):
             urllib.request.urlopen(url + "/predict", timeout=10)
         with urllib.request.urlopen(url + "/", timeout=10) as page:
