@@ -5,11 +5,10 @@ leaves out of a conversion by listing them (FlowIO.py --exclude)."""
 import csv
 import io
 import os
-import stat
 
 from suite.images.finding import LINK_TO_ANCESTOR, is_hidden, is_link_to_ancestor, walk_files
 from suite.plumbing.errors import UserError
-from suite.plumbing.files import file_kind
+from suite.plumbing.files import open_regular_file
 from suite.plumbing.names import display_name
 
 
@@ -99,11 +98,7 @@ def read_exclude_list(list_path):
     list, one path a line (blank lines and lines starting with # ignored).
     Raises UserError naming the file and the fix."""
     try:
-        # O_NONBLOCK and the check after it: a named pipe is refused, not waited on.
-        with open(os.open(list_path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
-            kind = os.fstat(f.fileno()).st_mode
-            if not stat.S_ISREG(kind):
-                raise OSError(0, f"{file_kind(kind)}, not a file")
+        with open_regular_file(list_path) as f:  # a named pipe is refused, not waited on
             data = f.read(MAX_EXCLUDE_BYTES + 1)
         text = data.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:

@@ -22,14 +22,13 @@ steps, so one image gives the same stored bytes whatever form it came in.
 import contextlib
 import io
 import os
-import stat
 import warnings
 
 import numpy as np
 import simplejpeg
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from suite.plumbing.files import file_kind
+from suite.plumbing.files import NotRegularFile, open_regular_file
 
 JPEG_QUALITY = 95            # what re-encoded images are stored at
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
@@ -115,23 +114,17 @@ def read_image_file(path):
     MAX_FILE_BYTES. Raises BadImage with the reason.
     """
     try:
-        info = os.stat(path)  # follows links: a link to an image is that image
-        if not stat.S_ISREG(info.st_mode):
-            raise BadImage(f"not a regular file ({file_kind(info.st_mode)}): not read")
-        if info.st_size > MAX_FILE_BYTES:
-            raise BadImage(f"{info.st_size:,} bytes, more than any image we accept "
-                           f"({MAX_FILE_BYTES:,}): shrink it first")
-        # O_NONBLOCK: should the path become a pipe after the check above,
-        # open() returns at once instead of waiting for a writer.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-        with open(fd, "rb") as f:
-            opened = os.fstat(f.fileno())
-            if not stat.S_ISREG(opened.st_mode):
-                raise BadImage(f"not a regular file ({file_kind(opened.st_mode)}): not read")
+        with open_regular_file(path) as f:  # follows links: a link to an image is that image
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                raise BadImage(f"{size:,} bytes, more than any image we accept "
+                               f"({MAX_FILE_BYTES:,}): shrink it first")
             # One byte more than the file should hold tells a file that grew.
-            data = f.read(min(opened.st_size, MAX_FILE_BYTES) + 1)
-            if len(data) > opened.st_size:
+            data = f.read(min(size, MAX_FILE_BYTES) + 1)
+            if len(data) > size:
                 data += f.read(MAX_FILE_BYTES + 1 - len(data))
+    except NotRegularFile as error:
+        raise BadImage(f"not a regular file ({error.kind}): not read")
     except OSError as error:
         raise BadImage(f"cannot read: {error.strerror or error}")
     if len(data) > MAX_FILE_BYTES:

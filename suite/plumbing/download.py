@@ -32,7 +32,7 @@ import urllib.request
 import urllib.response
 from email.message import Message
 
-from suite.plumbing.files import file_kind
+from suite.plumbing.files import NotRegularFile, file_kind, open_regular_file
 from suite.plumbing.progress import Progress
 
 SOCKET_TIMEOUT = 30  # seconds a connection or a read may take before it fails
@@ -321,26 +321,14 @@ def _open_local(parts):
     if parts.netloc not in ("", "localhost"):
         raise ValueError(f"file://{parts.netloc}/: a file URL names a file on this machine")
     path = urllib.request.url2pathname(parts.path)
-    _refuse_unless_regular(path, os.stat(path).st_mode)
-    # O_NONBLOCK: should the path become a named pipe after the check, open()
-    # returns at once instead of waiting for a writer (and fstat refuses it).
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     try:
-        info = os.fstat(fd)
-        _refuse_unless_regular(path, info.st_mode)
-        os.set_blocking(fd, True)
-        source = os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+        source = open_regular_file(path)
+    except NotRegularFile as error:
+        raise Refused(f"{path} is not a regular file but {error.kind}") from None
+    size = os.fstat(source.fileno()).st_size
     headers = Message()
-    headers["Content-Length"] = str(info.st_size)
+    headers["Content-Length"] = str(size)
     return urllib.response.addinfourl(source, headers, parts.geturl())
-
-
-def _refuse_unless_regular(path, mode):
-    if not stat.S_ISREG(mode):
-        raise Refused(f"{path} is not a regular file but {file_kind(mode)}")
 
 
 # ---------------------------------------------------------------------------

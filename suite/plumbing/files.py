@@ -31,6 +31,36 @@ def file_kind(mode):
     return next((kind for test, kind in _NOT_REGULAR if test(mode)), "not a regular file")
 
 
+class NotRegularFile(OSError):
+    """A path that is not a regular file; .kind says what it is ("a named pipe")."""
+
+    def __init__(self, kind):
+        super().__init__(0, f"{kind}, not a file")
+        self.kind = kind
+
+
+def open_regular_file(path):
+    """path (or the file a link names) opened for binary reading, only if it
+    is a regular file: anything else is refused from its metadata, before it
+    is opened and again from the open descriptor, should the path have
+    changed in between. O_NONBLOCK, so that a path that became a named pipe
+    is never waited on. Raises NotRegularFile or OSError."""
+    _require_regular(os.stat(path).st_mode)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        _require_regular(os.fstat(fd).st_mode)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _require_regular(mode):
+    if not stat.S_ISREG(mode):
+        raise NotRegularFile(file_kind(mode))
+
+
 def atomic_write(path, data):
     """Writes data (bytes or str, UTF-8) to path through a new temporary file
     in the same folder, renamed over path when complete. The temporary file

@@ -76,7 +76,7 @@ def test_an_exclude_list_is_a_csv_with_a_file_column_or_one_path_a_line(tmp_path
     os.mkfifo(tmp_path / "pipe")
     for path, words in ((tmp_path / "missing.csv", "No such file"),
                         (tmp_path / "binary", "not UTF-8 text"),
-                        (tmp_path, "Is a directory"),
+                        (tmp_path, "a folder, not a file"),
                         (tmp_path / "pipe", "a named pipe, not a file")):
         with no_hang(), pytest.raises(UserError, match=f"--exclude .*cannot read it \\({words}"):
             folders.read_exclude_list(path)
