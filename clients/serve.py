@@ -13,13 +13,16 @@ TensorFlow.
 Needs clients/requirements-serve.txt (Starlette, uvicorn, python-multipart,
 and what clients/onnx_predict.py needs) and the repository's suite/ package,
 as onnx_predict.py does (to ship it: clients/serve.py, clients/onnx_predict.py
-and suite/ in one folder); of suite/ it adds suite.serving. The endpoint (suite.serving.app): POST /predict
-answers what `onnx_predict.py --json` prints for the same images (the
-same pixels, the same model), GET /healthz, GET / a line and an upload form.
-Concurrent requests are run together in batches (suite.serving.batcher): up
-to --max_batch images, and what comes --max_wait_ms after the first; a
-queue of --max_queue images past which requests are refused (503) rather
-than held; every request answered or refused within --timeout seconds.
+and suite/ in one folder); of suite/ it adds suite.serving.
+
+The endpoint (suite.serving.app): POST /predict answers what
+`onnx_predict.py --json` prints for the same images (the same pixels, the
+same model), GET /healthz, GET / a line and an upload form. Concurrent
+requests are run together in batches (suite.serving.batcher): up to
+--max_batch images, waiting up to --max_wait_ms only for images other
+requests are still decoding; a queue of --max_queue images past which
+requests are refused (503) rather than held; every request answered or
+refused within --timeout seconds, its upload included.
 
 It listens on 127.0.0.1 unless --host says otherwise, and has no
 authentication and no TLS: put it behind your service's own gateway
@@ -73,14 +76,13 @@ def parse_args(argv=None):
 
 def make_app(args):
     """The app for the flags: the model loaded, its batcher and limits."""
-    cores = os.cpu_count() or 1
-    threads = args.threads or max(1, cores // args.workers)
-    classifier = OnnxClassifier(args.model, args.max_batch, threads)
+    cores = max(1, (os.cpu_count() or 1) // args.workers)  # this worker's share
+    classifier = OnnxClassifier(args.model, args.max_batch, args.threads or cores)
     batcher = Batcher(classifier.probabilities, args.max_batch, args.max_wait_ms / 1000,
                       args.max_queue)
     limits = Limits(max_bytes=int(args.max_mb * 2**20),
                     max_pixels=int(args.max_megapixels * 1e6), max_images=args.max_batch,
-                    timeout=args.timeout, decoders=max(1, cores // args.workers))
+                    timeout=args.timeout, decoders=cores)
     return create_app(classifier, os.path.basename(args.model), batcher, limits,
                       Answers(args.top_k, args.threshold))
 

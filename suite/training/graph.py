@@ -137,7 +137,8 @@ def build_replicated_training_graph(config, strategy):
     _check_replicas_apart(replica_update_ops)
     return {"train_op": metrics, "loss": metrics[0], "accuracy": metrics[1],
             "learning_rate": learning_rate, "global_step": global_step,
-            "stage_end": stage_end, "initializers": iterator.initialize(), "stop_requested": stop_requested,
+            "stage_end": stage_end, "initializers": iterator.initialize(),
+            "stop_requested": stop_requested,
             "step_check": step_check, "images_per_step": config.global_batch_size,
             "agreement": agreement, **averaging}
 
