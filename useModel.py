@@ -130,9 +130,8 @@ def export(args):
         document.update(onnx=display_name(path), onnx_labels=display_name(labels_path))
         if not args.json:
             print(f"exported {checkpoint} -> {path} (ONNX opset {ONNX_OPSET}, {quantized}"
-                  f"float32 RGB "
-                  f"0..255 pixels in, probabilities out; class names in its metadata and "
-                  f"in {labels_path}; run it with clients/onnx_predict.py)")
+                  f"float32 RGB 0..255 pixels in, probabilities out; class names in its "
+                  f"metadata and in {labels_path}; run it with clients/onnx_predict.py)")
     return document
 
 
