@@ -1,78 +1,23 @@
 """An evaluation's report: the text on stdout, and the files in --output_dir
-(confusion_matrix.png, confusion_matrix.csv, misclassified.csv, metrics.json).
+(confusion_matrix.png, confusion_matrix.csv, misclassified.csv, metrics.json;
+report.html is suite.insight.page's).
 What is printed and drawn stays bounded for thousands of classes: the most
 confused of them; the files hold every class and every non-zero cell."""
 import csv
 import io
 import os
 
-from PIL import Image, ImageDraw, ImageFont
-
 from suite.evaluation.metrics import (CONFUSION_COLUMNS, confusion_submatrix, most_confused,
                                       summary_line)
+from suite.insight.figures import confusion_matrix_png
 from suite.model.bookkeeping import MOVING_AVERAGE
 from suite.plumbing.errors import UserError, reason
 from suite.plumbing.files import atomic_write, atomic_write_json
 
 # The classes the printed report and the PNG show at most: the most confused
-# ones. 20 columns of counts fit a wide terminal, and 20 rows of 36-pixel cells an
-# image any viewer opens; every class and cell is in the files.
+# ones. 20 columns of counts fit a wide terminal, and a 20 x 20 grid a picture
+# any viewer opens; every class and cell is in the files.
 SHOWN_CLASSES = 20
-
-
-def _font(size):
-    for name in ("DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"):
-        try:
-            return ImageFont.truetype(name, size)
-        except OSError:
-            continue
-    return ImageFont.load_default()
-
-
-def draw_confusion_matrix(matrix, shown, class_names, support, note=""):
-    """A labelled confusion-matrix PNG, as bytes, of the classes `shown`
-    (indices; matrix: their confusion_submatrix), so its size is bounded
-    however many classes there are. Rows and columns are labelled by class
-    index, with an index -> name legend beside the grid, so names a font
-    cannot draw (Chinese folder names, say) stay readable by their index.
-    A cell's shade is its share of all the images of its row's class
-    (support: images per class, by index), shown or not."""
-    n = len(shown)
-    cell = max(14, min(48, 720 // max(n, 1)))
-    font, small = _font(max(9, cell // 3)), _font(12)
-    margin = 60
-    legend = [f"{i}: {class_names[i]}" for i in shown]
-    legend_width = 12 + 8 * max(len(label) for label in legend)
-    title = "rows: true class, columns: predicted" + (f"; {note}" if note else "")
-    width = max(margin + n * cell + 20 + legend_width, margin + 7 * len(title))
-    height = max(margin + n * cell + 30, 40 + 16 * n)
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((margin, 8), title, fill="black", font=small)
-    for row, i in enumerate(shown):
-        draw.text((8, margin + row * cell + cell // 3), str(i), fill="black", font=font)
-        draw.text((margin + row * cell + 2, margin - 20), str(i), fill="black", font=font)
-        for column in range(n):
-            count = matrix[row, column]
-            share = count / max(support[i], 1)
-            shade = int(255 * (1 - share))
-            color = (shade, shade, 255) if row == column else (255, shade, shade)
-            box = (margin + column * cell, margin + row * cell,
-                   margin + (column + 1) * cell - 1, margin + (row + 1) * cell - 1)
-            draw.rectangle(box, fill=color, outline=(200, 200, 200))
-            if count and cell >= 20:
-                draw.text((box[0] + 3, box[1] + cell // 3), str(count),
-                          fill="black" if share < 0.6 else "white", font=font)
-    legend_x = margin + n * cell + 20
-    for row, label in enumerate(legend):
-        try:
-            draw.text((legend_x, 40 + 16 * row), label, fill="black", font=small)
-        except UnicodeEncodeError:  # the bitmap fallback font is Latin-1 only
-            draw.text((legend_x, 40 + 16 * row), label.encode("ascii", "replace").decode(),
-                      fill="black", font=small)
-    png = io.BytesIO()
-    image.save(png, format="PNG")
-    return png.getvalue()
 
 
 def shown_part(metrics, class_names):
@@ -119,19 +64,25 @@ def output_files(output_dir):
     return {"confusion_matrix_png": os.path.join(output_dir, "confusion_matrix.png"),
             "confusion_matrix_csv": os.path.join(output_dir, "confusion_matrix.csv"),
             "misclassified_csv": os.path.join(output_dir, "misclassified.csv"),
-            "metrics_json": os.path.join(output_dir, "metrics.json")}
+            "metrics_json": os.path.join(output_dir, "metrics.json"),
+            "report_html": os.path.join(output_dir, "report.html")}
 
 
 def write_outputs(metrics, misclassified, class_names, files):
     """Writes the files of output_files(); a failure is one line, after the
     metrics were printed, so they are never lost to a full or read-only disk."""
-    output_dir = os.path.dirname(files["metrics_json"])
     try:
         _write_outputs(metrics, misclassified, class_names, files)
     except OSError as error:
-        raise UserError(f"the metrics are printed above, but --output_dir {output_dir} cannot "
-                        f"be written ({reason(error)}): free some space or choose "
-                        f"another --output_dir")
+        raise unwritable(files, error)
+
+
+def unwritable(files, error):
+    """The one line for an --output_dir that cannot take the files."""
+    output_dir = os.path.dirname(files["metrics_json"])
+    return UserError(f"the metrics are printed above, but --output_dir {output_dir} cannot "
+                     f"be written ({reason(error)}): free some space or choose another "
+                     f"--output_dir")
 
 
 def _csv_text(rows, columns):
@@ -150,7 +101,7 @@ def _write_outputs(metrics, misclassified, class_names, files):
         note += f"; every cell: {os.path.basename(files['confusion_matrix_csv'])}"
     support = [row["support"] for row in metrics["per_class"]]
     atomic_write(files["confusion_matrix_png"],
-                 draw_confusion_matrix(matrix, shown, class_names, support, note))
+                 confusion_matrix_png(matrix, shown, class_names, support, note))
     # Every non-zero cell, one a row: zeros, nearly all of a matrix of
     # thousands of classes, are left out.
     atomic_write(files["confusion_matrix_csv"],
