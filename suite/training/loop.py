@@ -1,7 +1,7 @@
-"""The training loop: steps, progress lines, checkpoints, validations, best/
-and early stopping on the chief; the same steps, writing nothing, on every
-other worker of a cluster. Ctrl-C and SIGTERM end a run after its step with
-a checkpoint saved.
+"""The training loop: steps, progress lines, checkpoints, validations, best/,
+the curves (suite.insight.curves) and early stopping on the chief; the same
+steps, writing nothing, on every other worker of a cluster. Ctrl-C and
+SIGTERM end a run after its step with a checkpoint saved.
 """
 import dataclasses
 import os
@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from suite.data.pipeline import explain_data_error
+from suite.insight.curves import Curves
 from suite.model import checkpoints
 from suite.model.bookkeeping import (BEST_DIR, MOVING_AVERAGE, RAW, load_best, load_validation,
                                      save_validation)
@@ -72,6 +73,7 @@ class ChiefLoop:
         agreeing = "stop_requested" in ops
         agreed = not agreeing
         self._start_window(step)
+        self.curves = Curves(self.config.model_dir, step, self._run_epoch)
         last_save, loss = time.time(), float("nan")
         while step < self.config.steps.total_steps and not (self._stopping() and agreed):
             started = time.time()
@@ -93,6 +95,7 @@ class ChiefLoop:
                       f"training resumes from the last finite checkpoint.", file=sys.stderr)
                 return 1
             self._progress(step, loss, accuracy, learning_rate)
+            self.curves.stepped(loss, accuracy, learning_rate)
             if step % steps.save_every == 0 or time.time() - last_save > steps.save_every_secs:
                 started = time.time()
                 checkpoints.save_checkpoint(self.session, self.saver, self.config.model_dir, step)
@@ -156,6 +159,14 @@ class ChiefLoop:
         self.window_start, self.window_steps, self.window_accuracy = time.time(), 0, 0.0
         self.run_start, self.run_start_step = time.time(), step
 
+    def _run_epoch(self, step):
+        """The run's epoch at a step of this stage, counting earlier stages'."""
+        config = self.config
+        stages = config.stages or ()
+        earlier = stages[:stages.index(config.stage)] if config.stage in stages else ()
+        return (sum(stage.epochs for stage in earlier)
+                + (step - config.steps.first_step) / config.steps.steps_per_epoch)
+
     def _progress(self, step, loss, accuracy, learning_rate):
         """The progress line (rewritten on a terminal, every --log_every_steps
         steps in a log) and its TensorBoard summaries."""
@@ -203,6 +214,7 @@ class ChiefLoop:
             record["moving_average_top1"] = top1[MOVING_AVERAGE]
             line += f" raw, {top1[MOVING_AVERAGE]:.4f} moving average"
         save_validation(model_dir, record)
+        self.curves.record(step, top1)
         print(("\n" if self.tty else "") + line + marker, flush=True)
         steps = self.config.steps
         if step < steps.total_steps and early_stop_due(
@@ -217,6 +229,7 @@ class ChiefLoop:
         """The last checkpoint, and the line that says how the run ended."""
         model_dir = self.config.model_dir
         path = checkpoints.save_checkpoint(self.session, self.saver, model_dir, step)
+        self.curves.record(step)  # the steps since the last validation, if any
         self.finished = not self._stopping()
         best_dir = os.path.join(model_dir, BEST_DIR)
         if self.stop.signal_name:

@@ -1,0 +1,86 @@
+"""suite/insight/curves.py: train.py keeps curves.json and curves.png in the
+model directory, one row per validation, and a resumed run shows one
+history: the rows after the step it resumes from are trained again and
+replaced."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from helpers import REPO, TRAIN_ARGS, run_script
+from suite.insight.curves import CURVES_JSON, CURVES_PNG, Curves, load_rows
+
+
+def steps_and_epochs(model_dir):
+    return [(row["step"], row["epoch"]) for row in load_rows(model_dir)]
+
+
+def test_rows_after_the_resumed_step_are_dropped_and_the_picture_redrawn(tmp_path):
+    model_dir = str(tmp_path)
+    curves = Curves(model_dir, 0, lambda step: step / 10)
+    for step in range(1, 31):
+        curves.stepped(loss=3 - step / 10, accuracy=step / 30, learning_rate=0.1)
+        if step % 10 == 0:
+            curves.record(step, {"raw": step / 40, "moving average": step / 35})
+    assert steps_and_epochs(model_dir) == [(10, 1.0), (20, 2.0), (30, 3.0)]
+    first = load_rows(model_dir)[0]
+    assert first["loss"] == pytest.approx(sum(3 - s / 10 for s in range(1, 11)) / 10)
+    assert first["validation_top1"] == 0.25 and first["validation_top1_moving_average"] == 10 / 35
+
+    resumed = Curves(model_dir, 20, lambda step: step / 10)  # the checkpoint of step 20
+    resumed.stepped(loss=1.0, accuracy=0.5, learning_rate=0.05)
+    resumed.record(21)
+    assert steps_and_epochs(model_dir) == [(10, 1.0), (20, 2.0), (21, 2.1)]
+    assert "validation_top1" not in load_rows(model_dir)[-1]
+    with Image.open(os.path.join(model_dir, CURVES_PNG)) as picture:
+        assert picture.format == "PNG" and picture.width > 2 * picture.height
+
+
+def test_a_record_with_no_new_step_writes_nothing(tmp_path):
+    curves = Curves(str(tmp_path), 5, float)
+    curves.record(5)
+    assert not os.listdir(tmp_path)
+
+
+def test_an_unreadable_curves_json_starts_a_new_history(tmp_path):
+    (tmp_path / CURVES_JSON).write_text("{not json")
+    curves = Curves(str(tmp_path), 0, float)
+    curves.stepped(1.0, 0.5, 0.1)
+    curves.record(1)
+    assert steps_and_epochs(str(tmp_path)) == [(1, 1.0)]
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_a_validation_whose_checkpoint_was_not_saved(colour_data, tmp_path):
+    """Saving every 2 epochs and validating every epoch, a run killed during
+    its fourth epoch has validated epoch 3 but saved only epoch 2: run again,
+    it trains epochs 3 and 4 once more, and the curves show each epoch once."""
+    _, data_dir = colour_data
+    model_dir = str(tmp_path / "models")
+    with open(os.path.join(data_dir, "dataset.json"), encoding="utf-8") as f:
+        steps_per_epoch = -(-json.load(f)["num_examples"]["train"] // 16)  # batch 16
+    command = [sys.executable, os.path.join(REPO, "train.py"), "--data_dir", data_dir,
+               "--model_dir", model_dir, *TRAIN_ARGS, "--epochs", "4",
+               "--save_every_steps", str(2 * steps_per_epoch), "--save_every_secs", "3600"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while len(load_rows(model_dir)) < 3 and process.poll() is None:
+            assert time.time() < deadline, "no third validation in 300 s"
+            time.sleep(0.02)
+    finally:
+        process.kill()
+        process.wait()
+    assert len(load_rows(model_dir)) == 3, "the run ended before it could be killed"
+    result = run_script("train.py", *command[2:])
+    assert f"resuming from {model_dir}" in result.stdout
+    rows = load_rows(model_dir)
+    assert [row["step"] for row in rows] == [steps_per_epoch * e for e in (1, 2, 3, 4)]
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
+    assert all(0 <= row["validation_top1"] <= 1 and row["loss"] > 0 for row in rows)
+    with Image.open(os.path.join(model_dir, CURVES_PNG)) as picture:
+        picture.verify()
