@@ -3,6 +3,7 @@
     python useModel.py IMAGE|FOLDER|GLOB [...] [--model_dir models] [--top_k 3]
                        [--threshold P] [--json] [--checkpoint PATH|best|latest]
                        [--precision auto|fp32|bf16|fp16]
+                       [--explain OUT_DIR [--explain_class NAME]]
     python useModel.py --export DIR [--export_precision fp32|bf16|fp16]
     python useModel.py --export_tflite FILE [--quantize int8|fp16]
     python useModel.py --export_onnx FILE [--quantize int8|fp16] [--data_dir DIR]
@@ -12,7 +13,9 @@ line, on stderr, says which and why. Folders are searched recursively; a file
 that cannot be used gets one error line (or a JSON entry with "error") and
 the others go on; the exit code is non-zero only when nothing could be
 classified. Each image is read exactly as FlowIO.py stores it and
-Evaluation.py reads it.
+Evaluation.py reads it. --explain OUT_DIR also writes, per classified image,
+OUT_DIR/<its name>.png: the image as the network sees it beside its Grad-CAM
+heat map of the predicted class, or of --explain_class (suite.insight.explain).
 
 From Python, load once and classify many:
 
@@ -47,6 +50,7 @@ from suite.export.saved_model import SERVING_INPUT, export_saved_model
 from suite.export.tflite_model import export_tflite
 from suite.hardware.precision import DTYPES
 from suite.images.finding import expand_inputs
+from suite.insight.explain import Explainer, class_id, write_explanations
 from suite.model.checkpoints import describe_checkpoint
 from suite.model.manifest import load_manifest
 from suite.plumbing import flags
@@ -87,6 +91,13 @@ def parse_args(argv=None):
     parser.add_argument("--data_dir", default=None,
                         help="FlowIO.py's records to calibrate --quantize int8 on (default: "
                              "those the model was trained on, as model.json names them)")
+    parser.add_argument("--explain", metavar="OUT_DIR", default=None,
+                        help="also write a Grad-CAM heat map of each image's predicted "
+                             "class to OUT_DIR/<image name>.png (made unique, never over "
+                             "a file already there)")
+    parser.add_argument("--explain_class", metavar="NAME", default=None,
+                        help="with --explain: the heat maps of this class (a name in "
+                             "labels.txt) instead of the predicted one")
     args = parser.parse_args(argv)
     if not (args.images or args.export or args.export_tflite or args.export_onnx):
         parser.error("give images to classify, or --export DIR / --export_tflite FILE / "
@@ -95,6 +106,10 @@ def parse_args(argv=None):
         parser.error("--quantize applies to --export_tflite and --export_onnx")
     if args.data_dir and args.quantize != "int8":
         parser.error("--data_dir is what --quantize int8 calibrates on")
+    if args.explain and not args.images:
+        parser.error("--explain explains the images it is given: give some")
+    if args.explain_class is not None and not args.explain:
+        parser.error("--explain_class goes with --explain OUT_DIR")
     return args
 
 
@@ -135,9 +150,21 @@ def export(args):
     return document
 
 
+def explain(args, results):
+    """--explain: the heat maps of the classified images, written to OUT_DIR
+    (suite.insight.explain); returns the line that says where they went."""
+    explainer = Explainer(args.model_dir, args.checkpoint, args.batch_size)
+    written = write_explanations(explainer, results, args.explain, args.explain_class)
+    explainer.close()
+    return (f"Grad-CAM heat maps: {written} PNG{'s' * (written != 1)} in "
+            f"{display_name(args.explain)}")
+
+
 def main():
     args = parse_args()
-    load_manifest(args.model_dir)  # its clear errors before any other
+    manifest = load_manifest(args.model_dir)  # its clear errors before any other
+    if args.explain_class is not None:
+        class_id(args.explain_class, manifest["labels"])
     # The first line, on stderr (stdout holds the answers): which checkpoint, and why.
     print(describe_checkpoint(args.model_dir, args.checkpoint), file=sys.stderr, flush=True)
     document = export(args)
@@ -149,6 +176,10 @@ def main():
     classifier = Classifier(args.model_dir, args.checkpoint, args.batch_size, args.precision)
     results = problems + classifier.predict(paths, args.top_k, args.threshold)
     classified = sum(1 for r in results if "predictions" in r)
+    where = None
+    if args.explain:
+        classifier.close()  # the explainer loads its own network
+        where = explain(args, results)
     for result in results:  # printable and valid JSON whatever bytes a name holds
         result["path"] = display_name(result["path"])
     if args.json:
@@ -161,6 +192,8 @@ def main():
         # On stderr: stdout stays one "path: label (...)" line per image.
         print(classifier.precision, file=sys.stderr)
         print_results(results)
+    if where:  # last, on stderr: stdout holds only the answers
+        print(where, file=sys.stderr)
     sys.exit(0 if classified else 1)
 
 
