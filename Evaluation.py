@@ -5,13 +5,16 @@
                          [--precision auto|fp32|bf16|fp16]
     python Evaluation.py --image_dir DIR [--model_dir models] [...]
     python Evaluation.py --watch [--watch_timeout 3600] [--model_dir models] [...]
+    python Evaluation.py --audit [--model_dir models] [--data_dir data/tfrecords]
 
 Prints top-1 (and top-5 with at least 5 classes) accuracy, macro-recall
 (the mean of the per-class recalls: on imbalanced data, how well the rare
 classes are found), the loss, a per-class table of precision, recall, F1 and
 support, and a confusion matrix; writes confusion_matrix.png,
-confusion_matrix.csv (every non-zero cell), misclassified.csv and
-metrics.json (every class) to --output_dir (default: MODEL_DIR/eval). With
+confusion_matrix.csv (every non-zero cell), misclassified.csv,
+metrics.json (every class) and report.html (one page with thumbnails, the
+curves and the label audit: suite.insight.page) to --output_dir (default:
+MODEL_DIR/eval). With
 more than 20 classes, the printed tables and the PNG show the 20 most
 confused. It evaluates best/'s checkpoint when there is one, else the
 newest, and its first line says which and why. `--checkpoint all` evaluates
@@ -23,6 +26,11 @@ FlowIO.py would into a temporary folder. --watch evaluates each new
 checkpoint as train.py writes it, as TF-slim's evaluation loop does (a
 model_dir emptied and trained again included), and writes TensorBoard
 summaries beside training's.
+
+--audit ranks the images of both splits of --data_dir that probably carry
+the wrong label (confident learning on the model's probabilities:
+suite.insight.audit) and writes them to label_audit.csv in --output_dir,
+which FlowIO.py --exclude takes to leave them out of the next conversion.
 """
 import json
 import os
@@ -38,6 +46,8 @@ from suite.evaluation.evaluate import Source, choose_checkpoints, convert_image_
 from suite.evaluation.report import (output_files, print_checkpoint_table, print_report,
                                      write_outputs)
 from suite.evaluation.watch import watch
+from suite.insight.audit import AUDIT_CSV, audit, print_audit, write_audit
+from suite.insight.page import write_report_page
 from suite.hardware.precision import choose_precision
 from suite.model.checkpoints import describe_checkpoint
 from suite.model.manifest import load_manifest
@@ -71,7 +81,13 @@ def parse_args(argv=None):
     parser.add_argument("--watch_timeout", type=flags.positive_float, default=3600,
                         help="with --watch: stop after this many seconds without a new "
                              "checkpoint (default: %(default)s)")
+    parser.add_argument("--audit", action="store_true",
+                        help="list the images of --data_dir (both splits) that look "
+                             "mislabelled, in OUTPUT_DIR/label_audit.csv")
     args = parser.parse_args(argv)
+    if args.audit and (args.watch or args.image_dir or args.split or args.checkpoint == "all"):
+        parser.error("--audit looks at every image of --data_dir, both splits, with one "
+                     "checkpoint; it takes no --watch, --image_dir, --split or --checkpoint all")
     if args.watch and (args.checkpoint is not None or args.image_dir is not None):
         parser.error("--watch evaluates the newest checkpoints of --model_dir on --data_dir; "
                      "it takes neither --checkpoint nor --image_dir")
@@ -108,6 +124,8 @@ def evaluation():
         print(describe_checkpoint(args.model_dir, args.checkpoint), file=out, flush=True)
     if not args.json:  # --json keeps stdout JSON; the precision is in it
         print(precision)
+    if args.audit:
+        return label_audit(args, manifest, precision, output_dir, out)
     if args.image_dir is None:
         return report(args, manifest, checkpoints, source, precision, output_dir, {})
     with temporary_folder("evaluation-records-") as records_dir:
@@ -116,6 +134,19 @@ def evaluation():
         return report(args, manifest, checkpoints, source, precision, output_dir,
                       {"image_dir": display_name(os.path.abspath(args.image_dir)),
                        "skipped": skipped})
+
+
+def label_audit(args, manifest, precision, output_dir, out):
+    data_dir = args.data_dir or flags.DEFAULT_DATA_DIR
+    rows, count, checkpoint = audit(manifest, args.model_dir, args.checkpoint, data_dir,
+                                    precision, args.batch_size)
+    path = os.path.join(output_dir, AUDIT_CSV)
+    write_audit(rows, path)
+    print_audit(rows, count, path, data_dir, out)
+    if args.json:
+        print(json.dumps({"checkpoint": checkpoint, "images": count, "flagged": len(rows),
+                          "label_audit_csv": path, "precision": precision._asdict()},
+                         ensure_ascii=False), flush=True)
 
 
 def report(args, manifest, checkpoints, source, precision, output_dir, extra):
@@ -132,10 +163,12 @@ def report(args, manifest, checkpoints, source, precision, output_dir, extra):
     else:
         print_report(metrics, manifest["labels"])
     write_outputs(metrics, misclassified, manifest["labels"], metrics["files"])
+    write_report_page(metrics, misclassified, manifest["labels"], source, args.model_dir)
     if not args.json:
         print(f"\n{len(misclassified)} misclassified: {metrics['files']['misclassified_csv']}")
         print(f"confusion matrix: {metrics['files']['confusion_matrix_png']}, every cell: "
               f"{metrics['files']['confusion_matrix_csv']}")
+        print(f"report page: {metrics['files']['report_html']}")
 
 
 def report_all(args, manifest, checkpoints, source, precision, extra):
