@@ -10,7 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import TRAIN_ARGS, make_colour_images, one_error_line, run_script
+import Evaluation
+from helpers import TRAIN_ARGS, make_colour_images, run_script
+from suite.data.convert import convert
 from suite.insight.audit import audit_rows, label_scores
 
 CLASSES = ["blue", "green", "red"]
@@ -69,7 +71,7 @@ def test_audit_finds_moved_images_and_exclude_leaves_them_out(tmp_path):
             shutil.move(os.path.join(image_dir, name, f"{i:03d}.png"), target)
             moved.append(target)
     data_dir, model_dir = str(tmp_path / "records"), str(tmp_path / "models")
-    run_script("FlowIO.py", "--image_dir", image_dir, "--output_dir", data_dir)
+    convert(image_dir, data_dir, workers=1)  # FlowIO.py's conversion
     # Trained briefly: the audit reads the model's probabilities on the images
     # it trained on, and a small data set is soon learnt by heart, wrong
     # labels included (BENCHMARKS.md, "Label audit").
@@ -90,17 +92,17 @@ def test_audit_finds_moved_images_and_exclude_leaves_them_out(tmp_path):
             assert row["suggested"] == row["file"].split("moved-")[1].split("-")[0]
     assert "--exclude" in result.stderr and "FlowIO.py" in result.stderr
 
-    converted = run_script("FlowIO.py", "--image_dir", image_dir, "--output_dir", data_dir,
-                           "--exclude", document["label_audit_csv"])
-    assert f"{len(rows)} image(s) left out as --exclude lists them" in converted.stdout
-    with open(os.path.join(data_dir, "dataset.json"), encoding="utf-8") as f:
-        assert sum(json.load(f)["num_examples"].values()) == 120 - len(rows)
+    info = convert(image_dir, data_dir, workers=1, exclude=document["label_audit_csv"])
+    assert sorted(info["excluded"]) == sorted(flagged) and not info["exclude_unmatched"]
+    assert sum(info["num_examples"].values()) == 120 - len(rows)
     assert all(os.path.exists(path) for path in moved)  # the user's files stay
 
 
-@pytest.mark.slow
-def test_audit_flags_refuse_other_modes(trained_model):
-    for extra in (["--watch"], ["--split", "train"], ["--checkpoint", "all"]):
-        result = run_script("Evaluation.py", "--model_dir", trained_model, "--audit", *extra,
-                            check=False)
-        one_error_line(result, "--audit")
+@pytest.mark.parametrize("extra", [["--watch"], ["--split", "train"], ["--checkpoint", "all"],
+                                   ["--image_dir", "test"]])
+def test_audit_refuses_the_other_modes_in_one_line(extra, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        Evaluation.parse_args(["--audit", *extra])
+    assert stopped.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--audit" in errors[0], errors

@@ -56,31 +56,32 @@ def test_an_unreadable_curves_json_starts_a_new_history(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_killed_after_a_validation_whose_checkpoint_was_not_saved(colour_data, tmp_path):
-    """Saving every 2 epochs and validating every epoch, a run killed during
-    its fourth epoch has validated epoch 3 but saved only epoch 2: run again,
-    it trains epochs 3 and 4 once more, and the curves show each epoch once."""
+    """Saving every 3 epochs and validating every epoch, a run killed after
+    its fourth validation has saved only epoch 3: run again, it trains epochs
+    4 to 6, and the curves show each epoch once. (The kill lands two epochs
+    before the next save, so no save can slip in before it.)"""
     _, data_dir = colour_data
     model_dir = str(tmp_path / "models")
     with open(os.path.join(data_dir, "dataset.json"), encoding="utf-8") as f:
         steps_per_epoch = -(-json.load(f)["num_examples"]["train"] // 16)  # batch 16
     command = [sys.executable, os.path.join(REPO, "train.py"), "--data_dir", data_dir,
-               "--model_dir", model_dir, *TRAIN_ARGS, "--epochs", "4",
-               "--save_every_steps", str(2 * steps_per_epoch), "--save_every_secs", "3600"]
+               "--model_dir", model_dir, *TRAIN_ARGS, "--epochs", "6",
+               "--save_every_steps", str(3 * steps_per_epoch), "--save_every_secs", "3600"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
-        while len(load_rows(model_dir)) < 3 and process.poll() is None:
-            assert time.time() < deadline, "no third validation in 300 s"
+        while len(load_rows(model_dir)) < 4 and process.poll() is None:
+            assert time.time() < deadline, "no fourth validation in 300 s"
             time.sleep(0.02)
     finally:
         process.kill()
         process.wait()
-    assert len(load_rows(model_dir)) == 3, "the run ended before it could be killed"
+    assert len(load_rows(model_dir)) == 4, "the run ended before it could be killed"
     result = run_script("train.py", *command[2:])
     assert f"resuming from {model_dir}" in result.stdout
     rows = load_rows(model_dir)
-    assert [row["step"] for row in rows] == [steps_per_epoch * e for e in (1, 2, 3, 4)]
-    assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
+    assert [row["step"] for row in rows] == [steps_per_epoch * e for e in range(1, 7)]
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4, 5, 6]
     assert all(0 <= row["validation_top1"] <= 1 and row["loss"] > 0 for row in rows)
     with Image.open(os.path.join(model_dir, CURVES_PNG)) as picture:
         picture.verify()

@@ -73,8 +73,12 @@ def test_page_holds_everything_it_shows(small_data, tmp_path):
     write_audit([{"file": suspect, "label": "blue", "suggested": "red",
                   "label_probability": 0.01, "suggested_probability": 0.97,
                   "split": "train"}], str(tmp_path / AUDIT_CSV))
+    victim = tmp_path / "precious.html"
+    victim.write_text("keep me")
+    os.symlink(victim, tmp_path / "report.html")  # replaced, never written through
     write_report_page(metrics, misclassified, classes,
                       Source(small_data, "validation", 8), str(tmp_path / "models"))
+    assert victim.read_text() == "keep me" and not os.path.islink(tmp_path / "report.html")
     text = (tmp_path / "report.html").read_text(encoding="utf-8")
     page = Links(text)
 
