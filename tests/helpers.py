@@ -397,3 +397,19 @@ def make_published(root):
     served.mkdir()
     make_tarball(served / TARBALL, checkpoint)
     return str(served), str(checkpoint)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def browser_screenshot(page, shot, width=1200, height=1600):
+    """Headless Chromium (Debian's chromium) loads the page from the disk
+    and saves a screenshot: its colours, as Pillow counts them."""
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                    f"--window-size={width},{height}", f"--screenshot={shot}",
+                    "file://" + os.path.abspath(page)], capture_output=True, timeout=120,
+                   check=True)
+    with Image.open(shot) as picture:
+        assert picture.size == (width, height)
+        return picture.convert("RGB").getcolors(1 << 20)
+

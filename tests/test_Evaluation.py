@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import REPO, NOT_UTF8, error_lines, finish, png, run_script, strict_json
+from helpers import (CHROMIUM, NOT_UTF8, REPO, browser_screenshot, error_lines, finish, png,
+                     run_script, strict_json)
 from suite.data import contract
 from suite.images import decoding
 from suite.model import bookkeeping
@@ -51,6 +52,14 @@ def test_evaluation_reports_consistent_metrics_well_above_chance(colour_data, tr
     assert all(row["true"] != row["predicted"] for row in rows)
     with Image.open(result["files"]["confusion_matrix_png"]) as image:
         image.verify()
+    # report.html (tests/insight/test_page.py tests what it holds), with the
+    # run's curves; in a real browser where Chromium is installed.
+    with open(result["files"]["report_html"], encoding="utf-8") as f:
+        assert "training curves" in f.read()
+    if CHROMIUM:
+        colours = browser_screenshot(result["files"]["report_html"],
+                                     os.path.join(trained_model, "page.png"))
+        assert len(colours) > 50  # text, tables and the curves: not a blank page
 
 
 @pytest.mark.slow

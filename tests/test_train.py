@@ -19,6 +19,7 @@ import train
 from helpers import REPO, TRAIN_ARGS, make_colour_images, one_error_line, run_script
 from suite.data import contract
 from suite.hardware import precision as hardware_precision
+from suite.insight.curves import load_rows
 from suite.model import bookkeeping, checkpoints
 from suite.model.manifest import load_manifest
 from suite.preprocessing import normalization
@@ -79,6 +80,7 @@ def test_resume_continues_from_the_newest_checkpoint(colour_data, trained_model,
                         *TRAIN_ARGS, "--epochs", "10")
     assert f"(step {last})" in result.stdout
     assert max(steps_saved(model_dir)) == last * 10 // 8
+    assert [row["epoch"] for row in load_rows(model_dir)] == list(range(1, 11))  # curves.json
 
 
 @pytest.mark.slow
@@ -96,6 +98,11 @@ def test_garbled_state_file_and_unreadable_newest_checkpoint_fall_back(colour_da
                         *TRAIN_ARGS, "--epochs", "9")
     assert f"model.ckpt-{newest} is unreadable" in result.stderr
     assert f"(step {previous})" in result.stdout
+    # The curves had reached the unreadable checkpoint's epoch: resumed from
+    # the one before, that epoch is trained again and drawn once.
+    rows = load_rows(model_dir)
+    assert [row["epoch"] for row in rows] == list(range(1, 10))
+    assert [row["step"] for row in rows] == [previous // 7 * epoch for epoch in range(1, 10)]
 
 
 def _start_training(data_dir, model_dir, *extra):

@@ -1,17 +1,13 @@
 """suite/insight/curves.py: train.py keeps curves.json and curves.png in the
 model directory, one row per validation, and a resumed run shows one
 history: the rows after the step it resumes from are trained again and
-replaced."""
-import json
+replaced. (tests/test_train.py checks the curves of real resumed runs,
+one of them resumed from before its newest validation.)"""
 import os
-import subprocess
-import sys
-import time
 
 import pytest
 from PIL import Image
 
-from helpers import REPO, TRAIN_ARGS, run_script
 from suite.insight.curves import CURVES_JSON, CURVES_PNG, Curves, load_rows
 
 
@@ -52,36 +48,3 @@ def test_an_unreadable_curves_json_starts_a_new_history(tmp_path):
     curves.stepped(1.0, 0.5, 0.1)
     curves.record(1)
     assert steps_and_epochs(str(tmp_path)) == [(1, 1.0)]
-
-
-@pytest.mark.slow
-def test_a_run_killed_after_a_validation_whose_checkpoint_was_not_saved(colour_data, tmp_path):
-    """Saving every 3 epochs and validating every epoch, a run killed after
-    its fourth validation has saved only epoch 3: run again, it trains epochs
-    4 to 6, and the curves show each epoch once. (The kill lands two epochs
-    before the next save, so no save can slip in before it.)"""
-    _, data_dir = colour_data
-    model_dir = str(tmp_path / "models")
-    with open(os.path.join(data_dir, "dataset.json"), encoding="utf-8") as f:
-        steps_per_epoch = -(-json.load(f)["num_examples"]["train"] // 16)  # batch 16
-    command = [sys.executable, os.path.join(REPO, "train.py"), "--data_dir", data_dir,
-               "--model_dir", model_dir, *TRAIN_ARGS, "--epochs", "6",
-               "--save_every_steps", str(3 * steps_per_epoch), "--save_every_secs", "3600"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while len(load_rows(model_dir)) < 4 and process.poll() is None:
-            assert time.time() < deadline, "no fourth validation in 300 s"
-            time.sleep(0.02)
-    finally:
-        process.kill()
-        process.wait()
-    assert len(load_rows(model_dir)) == 4, "the run ended before it could be killed"
-    result = run_script("train.py", *command[2:])
-    assert f"resuming from {model_dir}" in result.stdout
-    rows = load_rows(model_dir)
-    assert [row["step"] for row in rows] == [steps_per_epoch * e for e in range(1, 7)]
-    assert [row["epoch"] for row in rows] == [1, 2, 3, 4, 5, 6]
-    assert all(0 <= row["validation_top1"] <= 1 and row["loss"] > 0 for row in rows)
-    with Image.open(os.path.join(model_dir, CURVES_PNG)) as picture:
-        picture.verify()

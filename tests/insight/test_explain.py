@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import useModel
 from helpers import TRAIN_ARGS, one_error_line, run_script
+from suite.data.convert import convert
 from suite.images.inputs import encode_image
 from suite.insight.explain import (Explainer, class_id, explanation_png, normalise_maps,
-                                   output_path)
+                                   output_path, write_explanations)
 from suite.plumbing.errors import UserError
 
 # The class is the colour of an 8 px square on grey noise; the square lies in
@@ -53,7 +55,7 @@ def patch_model(tmp_path_factory):
     """A layer_14 model trained on the patch images (17 s on 2 cores): its model_dir."""
     root = tmp_path_factory.mktemp("patches")
     make_patch_images(str(root / "images"), per_class=40, seed=0)
-    run_script("FlowIO.py", "--image_dir", root / "images", "--output_dir", root / "records")
+    convert(str(root / "images"), str(root / "records"), workers=1)  # FlowIO.py's conversion
     model_dir = str(root / "models")
     run_script("train.py", "--data_dir", root / "records", "--model_dir", model_dir,
                *TRAIN_ARGS, "--epochs", "12")
@@ -126,45 +128,43 @@ def test_one_two_panel_png_per_image_under_unique_names(fresh, explained):
 
 @pytest.mark.slow
 def test_explain_class_explains_that_class(patch_model, fresh, explained, tmp_path):
+    """What --explain_class runs (write_explanations with a class name): the
+    maps of the other class, differing from the predicted class's."""
     document, _, _ = explained
-    _, quadrants = fresh
-    reds = sorted(path for path in quadrants if os.sep + "red" + os.sep in path)[:4]
-    result = run_script("useModel.py", *reds, "--model_dir", patch_model, "--checkpoint",
-                        "latest", "--explain", tmp_path, "--explain_class", "blue", "--json")
-    answers = json.loads(result.stdout)["results"]
-    assert [r["explained_class"] for r in answers] == ["blue"] * 4
-    before = {r["path"]: r["explanation"] for r in document["results"] if "explanation" in r}
-    for answer in answers:
-        with open(answer["explanation"], "rb") as f, open(before[answer["path"]], "rb") as g:
-            assert f.read() != g.read()
+    reds = [r for r in document["results"] if os.sep + "red" + os.sep in r["path"]][:4]
+    answers = [{"path": r["path"], "predictions": r["predictions"]} for r in reds]
     explainer = Explainer(patch_model, "latest")
-    encoded = [encode_image(path)[0] for path in reds]
+    assert write_explanations(explainer, answers, str(tmp_path), "blue") == 4
+    encoded = [encode_image(r["path"])[0] for r in reds]
     _, red_maps, red_p = explainer.explain(encoded, [class_id("red", explainer.labels)] * 4)
     _, blue_maps, blue_p = explainer.explain(encoded, [class_id("blue", explainer.labels)] * 4)
     explainer.close()
+    assert [a["explained_class"] for a in answers] == ["blue"] * 4
+    for answer, before in zip(answers, reds):
+        with open(answer["explanation"], "rb") as f, open(before["explanation"], "rb") as g:
+            assert f.read() != g.read()
     assert np.abs(red_maps - blue_maps).mean() > 0.1
     np.testing.assert_allclose(red_p + blue_p, 1.0, rtol=1e-5)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flags, expected", [
-    (["--explain", "{out}", "--explain_class", "green"],
-     ["--explain_class 'green' is not a class", "blue, red"]),
-    (["--explain_class", "red"], ["--explain_class goes with --explain"]),
-])
-def test_wrong_explain_flags_are_one_line(patch_model, fresh, tmp_path, flags, expected):
-    flags = [flag.format(out=tmp_path / "maps") for flag in flags]
-    result = run_script("useModel.py", fresh[0], "--model_dir", patch_model, *flags,
-                        check=False)
-    one_error_line(result, *expected)
+def test_an_explain_class_the_model_lacks_is_one_line(patch_model, fresh, tmp_path):
+    result = run_script("useModel.py", fresh[0], "--model_dir", patch_model, "--explain",
+                        tmp_path / "maps", "--explain_class", "green", check=False)
+    one_error_line(result, "--explain_class 'green' is not a class", "blue, red")
     assert not (tmp_path / "maps").exists()
 
 
-@pytest.mark.slow
-def test_explain_needs_images():
-    result = run_script("useModel.py", "--export", "somewhere", "--explain", "maps",
-                        check=False)
-    one_error_line(result, "--explain explains the images it is given")
+@pytest.mark.parametrize("flags, expected", [
+    (["image.png", "--explain_class", "red"], "--explain_class goes with --explain"),
+    (["--export", "somewhere", "--explain", "maps"], "--explain explains the images"),
+])
+def test_explain_flags_out_of_place_are_one_line(flags, expected, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        useModel.parse_args(flags)
+    assert stopped.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and expected in errors[0], errors
 
 
 def test_maps_are_scaled_to_their_own_peak_and_zero_stays_zero():

@@ -1,26 +1,21 @@
 """suite/insight/page.py and Evaluation.py's report.html: one page that opens
 from the disk with nothing fetched, its confusion-matrix cells linking to
 their images, the mistakes and the label audit's suspects as thumbnails read
-from the records; checked in a real browser where Chromium is installed."""
+from the records. (tests/test_Evaluation.py renders a real evaluation's page
+in Chromium where it is installed.)"""
 import html.parser
 import os
-import shutil
-import subprocess
 
 import numpy as np
-import pytest
 import tensorflow as tf
 from PIL import Image
 
-from helpers import run_script
 from suite.data.contract import shard_paths
 from suite.evaluation.evaluate import Source
 from suite.evaluation.metrics import Predictions, compute_metrics, misclassified_rows
 from suite.evaluation.report import output_files, shown_part
 from suite.insight.audit import AUDIT_CSV, write_audit
 from suite.insight.page import report_page, write_report_page
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 class Links(html.parser.HTMLParser):
@@ -100,28 +95,3 @@ def test_page_without_audit_or_mistakes_says_so(small_data, tmp_path):
                        Source(small_data, "validation", 8), str(tmp_path), None)
     assert "Most confident mistakes</h2><p>none" in page
     assert "python Evaluation.py --audit" in page
-
-
-@pytest.mark.slow
-def test_evaluation_writes_the_page_and_a_browser_renders_it(trained_model, colour_data,
-                                                            tmp_path):
-    """The page of a real evaluation, with the run's curves; where Chromium is
-    installed (Debian's chromium), its headless screenshot shows the page."""
-    _, data_dir = colour_data
-    out = tmp_path / "eval"
-    result = run_script("Evaluation.py", "--model_dir", trained_model, "--data_dir", data_dir,
-                        "--output_dir", out)
-    assert f"report page: {out / 'report.html'}" in result.stdout
-    text = (out / "report.html").read_text(encoding="utf-8")
-    assert "training curves" in text and "Per class" in text
-    if not CHROMIUM:
-        return
-    shot = tmp_path / "page.png"
-    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                    "--window-size=1200,1600", f"--screenshot={shot}",
-                    (out / "report.html").as_uri()], capture_output=True, timeout=120,
-                   check=True)
-    with Image.open(shot) as picture:
-        colours = picture.convert("RGB").getcolors(1 << 20)
-    assert picture.size == (1200, 1600)
-    assert len(colours) > 50  # text, a table and the curves, not a blank page
