@@ -17,8 +17,6 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 
 import resnet
 from suite.images.decoding import BadImage
@@ -123,6 +121,8 @@ def explanation_png(pixels, heat_map, name, title):
     """PNG bytes: the image as the network saw it beside the same image under
     its heat map (0..1, the image's size), as suite.insight.figures draws:
     matplotlib's object API on its Agg canvas, no display, no pyplot."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
     figure = Figure(figsize=(8, 4.4), dpi=DPI)
     original, explained = figure.subplots(1, 2)
     original.imshow(pixels, interpolation="nearest")

@@ -4,11 +4,11 @@ files.atomic_write.
 
 matplotlib's object API with its Agg canvas, never pyplot: no display is
 needed or looked for, nothing global is kept between figures, and a figure
-is freed when it goes out of scope."""
+is freed when it goes out of scope. matplotlib is imported when a picture
+is first drawn (half a second), not by every script that could draw one."""
 import io
 
 import numpy as np
-from matplotlib.figure import Figure
 
 # Cells wide enough for a count of 4 digits at the font size below.
 CELL_INCHES = 0.42
@@ -29,6 +29,7 @@ def confusion_matrix_png(matrix, shown, class_names, support, note=""):
     A cell's shade is its share of all the images of its row's class
     (support: images per class, by index), shown or not; the diagonal in
     blue, the mistakes in red."""
+    from matplotlib.figure import Figure
     n = len(shown)
     share = matrix / np.maximum(np.asarray([support[i] for i in shown], float), 1)[:, None]
     diagonal = np.eye(n, dtype=bool)
@@ -65,6 +66,7 @@ def curves_png(rows):
     "validation_top1_moving_average", "learning_rate"}, each but "epoch"
     possibly absent): loss, top-1 (training and validation) and the
     learning rate, one panel each."""
+    from matplotlib.figure import Figure
     figure = Figure(figsize=(11, 3.4))
     panels = figure.subplots(1, 3)
     epochs = [row["epoch"] for row in rows]

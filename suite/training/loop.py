@@ -229,7 +229,7 @@ class ChiefLoop:
         """The last checkpoint, and the line that says how the run ended."""
         model_dir = self.config.model_dir
         path = checkpoints.save_checkpoint(self.session, self.saver, model_dir, step)
-        self.curves.record(step)  # the steps since the last validation, if any
+        self.curves.record(step, final=True)  # the steps since the last validation, if any
         self.finished = not self._stopping()
         best_dir = os.path.join(model_dir, BEST_DIR)
         if self.stop.signal_name:
