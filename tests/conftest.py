@@ -2,7 +2,6 @@
 trained on it, and that model exported; each made once per test process.
 The tests' helper functions are in helpers.py (pytest.ini puts the repository
 and tests/ on sys.path)."""
-import collections
 import json
 import os
 import tempfile
@@ -24,17 +23,6 @@ os.environ["RESNET_PRETRAINED_CACHE"] = tempfile.mkdtemp(prefix="pretrained-cach
 from helpers import (JPEG_IMAGES, TRAIN_ARGS, make_colour_images, make_published,  # noqa: E402
                      run_script, serving)
 from suite.data.convert import convert  # noqa: E402
-
-
-def pytest_collection_modifyitems(config, items):
-    """The files with the most slow tests first, each file's tests in their
-    order. `-n 2 --dist loadfile` hands whole files to the two processes in
-    this order, so the heavy files start early and the quick ones fill the
-    end; alphabetically, a heavy file handed out last kept one process busy
-    a minute or two after the other had finished."""
-    slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
-    position = {path: i for i, path in enumerate(dict.fromkeys(item.path for item in items))}
-    items.sort(key=lambda item: (-slow[item.path], position[item.path]))
 
 
 @pytest.fixture(scope="session")
