@@ -14,9 +14,8 @@ support, and a confusion matrix; writes confusion_matrix.png,
 confusion_matrix.csv (every non-zero cell), misclassified.csv,
 metrics.json (every class) and report.html (one page with thumbnails, the
 curves and the label audit: suite.insight.page) to --output_dir (default:
-MODEL_DIR/eval). With
-more than 20 classes, the printed tables and the PNG show the 20 most
-confused. It evaluates best/'s checkpoint when there is one, else the
+MODEL_DIR/eval). With more than 20 classes, the printed tables and the PNG
+show the 20 most confused. It evaluates best/'s checkpoint when there is one, else the
 newest, and its first line says which and why. `--checkpoint all` evaluates
 every checkpoint and marks the best. --json prints one JSON object instead.
 Ctrl-C or SIGTERM stops it cleanly, its temporary files removed.
@@ -46,9 +45,9 @@ from suite.evaluation.evaluate import Source, choose_checkpoints, convert_image_
 from suite.evaluation.report import (output_files, print_checkpoint_table, print_report,
                                      write_outputs)
 from suite.evaluation.watch import watch
+from suite.hardware.precision import choose_precision
 from suite.insight.audit import AUDIT_CSV, audit, print_audit, write_audit
 from suite.insight.page import write_report_page
-from suite.hardware.precision import choose_precision
 from suite.model.checkpoints import describe_checkpoint
 from suite.model.manifest import load_manifest
 from suite.plumbing import flags
@@ -137,16 +136,18 @@ def evaluation():
 
 
 def label_audit(args, manifest, precision, output_dir, out):
+    """--audit: label_audit.csv in output_dir, its lines on `out`, and with
+    --json one JSON object on stdout."""
     data_dir = args.data_dir or flags.DEFAULT_DATA_DIR
-    rows, count, checkpoint = audit(manifest, args.model_dir, args.checkpoint, data_dir,
-                                    precision, args.batch_size)
+    result = audit(manifest, args.model_dir, args.checkpoint, data_dir, precision,
+                   args.batch_size)
     path = os.path.join(output_dir, AUDIT_CSV)
-    write_audit(rows, path)
-    print_audit(rows, count, path, data_dir, out)
+    write_audit(result.rows, path)
+    print_audit(result, path, data_dir, out)
     if args.json:
-        print(json.dumps({"checkpoint": checkpoint, "images": count, "flagged": len(rows),
-                          "label_audit_csv": path, "precision": precision._asdict()},
-                         ensure_ascii=False), flush=True)
+        print(json.dumps({"checkpoint": result.checkpoint, "images": result.images,
+                          "flagged": len(result.rows), "label_audit_csv": path,
+                          "precision": precision._asdict()}, ensure_ascii=False), flush=True)
 
 
 def report(args, manifest, checkpoints, source, precision, output_dir, extra):

@@ -17,6 +17,7 @@ with labels flipped on purpose."""
 import csv
 import io
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -92,9 +93,15 @@ def user_paths(names, tree):
     return [os.path.join(tree, name) if tree else name for name in names]
 
 
+class Audit(NamedTuple):
+    rows: list          # audit_rows' flagged images
+    images: int         # how many were audited
+    checkpoint: str     # the weights that judged them
+    image_dir: str      # the tree FlowIO.py converted (dataset.json), or None
+
+
 def audit(manifest, model_dir, checkpoint, data_dir, precision, batch_size):
-    """Audits every record of both splits of data_dir: (the flagged rows,
-    the number of images audited, the checkpoint used)."""
+    """Audits every record of both splits of data_dir: an Audit."""
     info = load_dataset_info(data_dir)
     if info["classes"] != manifest["labels"]:
         raise UserError(f"--audit: {data_dir} has classes {some(info['classes'], 10)} but the "
@@ -114,16 +121,16 @@ def audit(manifest, model_dir, checkpoint, data_dir, precision, batch_size):
         files.extend(user_paths(names, trees[split]))
         splits.extend([split] * len(names))
     probabilities, labels = np.concatenate(probabilities), np.concatenate(labels)
-    return audit_rows(labels, probabilities, files, splits, manifest["labels"]), len(files), \
-        checkpoint
+    return Audit(audit_rows(labels, probabilities, files, splits, manifest["labels"]),
+                 len(files), checkpoint, options.get("image_dir"))
 
 
-def print_audit(rows, count, path, data_dir, out):
+def print_audit(result, path, data_dir, out):
     """The audit's lines: how many were flagged, the first few, and how to
     leave them out of the next training without touching the files."""
-    image_dir = load_dataset_info(data_dir).get("options", {}).get("image_dir")
-    print(f"label audit: {len(rows)} of {count} images look mislabelled (confident learning "
-          f"on the model's probabilities) -> {path}", file=out)
+    rows = result.rows
+    print(f"label audit: {len(rows)} of {result.images} images look mislabelled (confident "
+          f"learning on the model's probabilities) -> {path}", file=out)
     for row in rows[:10]:
         print(f"  {row['file']}: labelled {row['label']} "
               f"(p={row['label_probability']:.3f}), looks like {row['suggested']} "
@@ -133,4 +140,4 @@ def print_audit(rows, count, path, data_dir, out):
     if rows:
         print(f"Look at them and move the wrong ones to their folder, or leave the listed "
               f"images out of the next conversion: python FlowIO.py --image_dir "
-              f"{image_dir or 'IMAGES'} --output_dir {data_dir} --exclude {path}", file=out)
+              f"{result.image_dir or 'IMAGES'} --output_dir {data_dir} --exclude {path}", file=out)

@@ -131,13 +131,20 @@ def confusion_table(matrix, shown, class_names, support):
             f"<table class=cm><tr><th></th>{head}</tr>{''.join(rows)}</table>")
 
 
-def confusions(misclassified, shown, class_names, thumbnails):
-    """Per mistaken cell of the shown classes, its most confident images."""
-    shown_names = {class_names[i]: i for i in shown}
+def mistaken_cells(misclassified, shown, class_names):
+    """{(true name, predicted name): its rows, most confident first} for the
+    mistaken cells among the shown classes."""
+    shown_names = {class_names[i] for i in shown}
     cells = {}
     for row in misclassified:  # most confident first
         if row["true"] in shown_names and row["predicted"] in shown_names:
             cells.setdefault((row["true"], row["predicted"]), []).append(row)
+    return cells
+
+
+def confusions(cells, shown, class_names, thumbnails):
+    """Per mistaken cell (mistaken_cells'), its most confident images."""
+    shown_names = {class_names[i]: i for i in shown}
     parts = ["<h2>The confusions, by cell</h2>"]
     for (true, predicted), rows in sorted(cells.items(), key=lambda item: -len(item[1])):
         anchor = f"cell-{shown_names[true]}-{shown_names[predicted]}"
@@ -182,19 +189,6 @@ def curves_section(curves_png):
                 f"src='{image_uri(f.read(), 'image/png')}'>")
 
 
-def wanted_rows(misclassified, shown, class_names):
-    """The misclassified rows the page shows a picture of."""
-    shown_names = {class_names[i] for i in shown}
-    per_cell, rows = {}, list(misclassified[:MISTAKES])
-    for row in misclassified:
-        if row["true"] in shown_names and row["predicted"] in shown_names:
-            cell = per_cell.setdefault((row["true"], row["predicted"]), [])
-            if len(cell) < THUMBNAILS_PER_CELL:
-                cell.append(row)
-                rows.append(row)
-    return rows
-
-
 def write_report_page(metrics, misclassified, class_names, source, model_dir):
     """report.html in the evaluation's --output_dir, with the label audit's
     suspects when label_audit.csv is there."""
@@ -214,8 +208,11 @@ def report_page(metrics, misclassified, class_names, shown_matrix, source, model
     matrix); source: the evaluation's Source, whose records the thumbnails
     come from; audit_rows: label_audit.csv's rows, or None."""
     shown, matrix = shown_matrix
+    cells = mistaken_cells(misclassified, shown, class_names)
+    pictured = misclassified[:MISTAKES] + [row for rows in cells.values()
+                                           for row in rows[:THUMBNAILS_PER_CELL]]
     record_name = {}
-    for row in wanted_rows(misclassified, shown, class_names):
+    for row in pictured:
         name = row["file"]
         record_name[name] = os.path.relpath(name, source.image_dir) if source.image_dir else name
     by_record = record_thumbnails(source.data_dir, source.split, set(record_name.values()))
@@ -228,7 +225,7 @@ def report_page(metrics, misclassified, class_names, shown_matrix, source, model
         class_table(metrics, shown),
         confusion_table(matrix, shown, class_names, support),
         mistakes_section(misclassified, thumbnails),
-        confusions(misclassified, shown, class_names, thumbnails),
+        confusions(cells, shown, class_names, thumbnails),
         audit_section(audit_rows)])
     return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
