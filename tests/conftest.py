@@ -4,6 +4,7 @@ The tests' helper functions are in helpers.py (pytest.ini puts the repository
 and tests/ on sys.path)."""
 import json
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -23,6 +24,18 @@ os.environ["RESNET_PRETRAINED_CACHE"] = tempfile.mkdtemp(prefix="pretrained-cach
 from helpers import (JPEG_IMAGES, TRAIN_ARGS, make_colour_images, make_published,  # noqa: E402
                      run_script, serving)
 from suite.data.convert import convert  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory, request):
+    """A folder for one test file's shared fixtures (a trained model is tens of
+    MB a checkpoint), removed when that file's tests are done and none failed:
+    as pytest.ini's tmp_path_retention_policy does for each test's tmp_path."""
+    path = tmp_path_factory.mktemp("module")
+    failed_before = request.session.testsfailed
+    yield path
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -51,9 +51,9 @@ def heaviest_quadrant(heat_map):
 
 
 @pytest.fixture(scope="module")
-def patch_model(tmp_path_factory):
+def patch_model(module_tmp):
     """A layer_14 model trained on the patch images (17 s on 2 cores): its model_dir."""
-    root = tmp_path_factory.mktemp("patches")
+    root = module_tmp / "patches"
     make_patch_images(str(root / "images"), per_class=40, seed=0)
     convert(str(root / "images"), str(root / "records"), workers=1)  # FlowIO.py's conversion
     model_dir = str(root / "models")
@@ -63,21 +63,21 @@ def patch_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fresh(tmp_path_factory):
+def fresh(module_tmp):
     """Images the model never saw, {path: quadrant}, under a folder that also
     holds a file that is no image; red/000.png and blue/000.png share a name."""
-    root = tmp_path_factory.mktemp("fresh")
+    root = module_tmp / "fresh"
     quadrants = make_patch_images(str(root / "images"), per_class=25, seed=99)
     (root / "images" / "broken.jpg").write_bytes(b"not an image")
     return str(root / "images"), quadrants
 
 
 @pytest.fixture(scope="module")
-def explained(patch_model, fresh, tmp_path_factory):
+def explained(patch_model, fresh, module_tmp):
     """useModel.py FRESH --explain OUT --json: (its JSON, OUT, its stderr).
     --checkpoint latest: best/ is the first checkpoint that validated
     perfectly, a few steps in, before the maps settle on the patch."""
-    out_dir = str(tmp_path_factory.mktemp("explained") / "maps")  # not there yet
+    out_dir = str(module_tmp / "maps")  # not there yet
     result = run_script("useModel.py", fresh[0], "--model_dir", patch_model, "--checkpoint",
                         "latest", "--explain", out_dir, "--json")
     return json.loads(result.stdout), out_dir, result.stderr

@@ -52,11 +52,11 @@ def softmax(logits):
 
 
 @pytest.fixture(scope="module")
-def flip_model(colour_data, tmp_path_factory):
+def flip_model(colour_data, module_tmp):
     """A layer_14 model trained with --flip_average, and a copy of it whose
     model.json turns the average off: (model_dir, plain_dir)."""
     _, data_dir = colour_data
-    root = tmp_path_factory.mktemp("flip")
+    root = module_tmp / "flip"
     model_dir, plain_dir = str(root / "models"), str(root / "plain")
     run_script("train.py", "--data_dir", data_dir, "--model_dir", model_dir, *TRAIN_ARGS,
                "--epochs", "3", "--flip_average")

@@ -298,9 +298,9 @@ def test_a_download_larger_than_the_cap_is_refused_before_a_byte(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def nan_checkpoint(tmp_path_factory):
+def nan_checkpoint(module_tmp):
     """A checkpoint with every variable of resnet_v1_50, shapes right, all NaN."""
-    path = tmp_path_factory.mktemp("nan") / MEMBER
+    path = module_tmp / MEMBER
     with tf.Graph().as_default():
         for name, shape in pretrained.expected_shapes("layer_50").items():
             tf.compat.v1.get_variable(name, shape,

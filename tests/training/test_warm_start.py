@@ -16,10 +16,10 @@ from suite.training.warm_start import warm_start
 
 
 @pytest.fixture(scope="module")
-def slim_checkpoint(tmp_path_factory):
+def slim_checkpoint(module_tmp):
     """A resnet_v1_50 checkpoint written by TF-slim's own graph, every variable
     random (batch-norm statistics included), and slim's logits for an input."""
-    path = str(tmp_path_factory.mktemp("slim") / "resnet_v1_50.ckpt")
+    path = str(module_tmp / "resnet_v1_50.ckpt")
     images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         with slim.arg_scope(slim_arg_scope()):
