@@ -23,6 +23,7 @@ from suite.insight.curves import load_rows
 from suite.model import bookkeeping, checkpoints
 from suite.model.manifest import load_manifest
 from suite.preprocessing import normalization
+from suite.training.compute import forward_flops
 from suite.training.validation import better_weights
 
 
@@ -69,6 +70,13 @@ def test_model_dir_describes_itself(colour_data, trained_model):
     tags = {value.tag for path in glob.glob(os.path.join(trained_model, "events.*"))
             for event in tf.compat.v1.train.summary_iterator(path) for value in event.summary.value}
     assert {"loss", "accuracy", "learning_rate", "images_per_second", "validation_top1"} <= tags
+    # The training compute: every step's batch of 16, three forward passes each
+    compute = manifest["compute"]
+    steps = max(steps_saved(trained_model))
+    forward = forward_flops("layer_14", 32, len(info["classes"]), "A", "small")
+    assert compute["images"] == steps * 16
+    assert compute["pflop"] == pytest.approx(3 * forward * steps * 16 / 1e15, rel=1e-3)
+    assert compute["minutes"] > 0 and compute["images_per_second"] > 0
 
 
 @pytest.mark.slow
@@ -81,6 +89,10 @@ def test_resume_continues_from_the_newest_checkpoint(colour_data, trained_model,
     assert f"(step {last})" in result.stdout
     assert max(steps_saved(model_dir)) == last * 10 // 8
     assert [row["epoch"] for row in load_rows(model_dir)] == list(range(1, 11))  # curves.json
+    # The compute counts on from the first run's: its images and minutes, and more
+    before, after = load_manifest(trained_model)["compute"], load_manifest(model_dir)["compute"]
+    assert after["images"] == before["images"] * 10 // 8 and after["minutes"] > before["minutes"]
+    assert "PFLOP of training compute" in result.stdout
 
 
 @pytest.mark.slow

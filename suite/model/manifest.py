@@ -10,6 +10,7 @@ needs no flags to be used.
     flip_average     predictions average each image with its mirror image
     pretrained       the TF-slim weights it started from, or null
     augmentation, data, tensorflow, precision, training   how it was trained
+    compute          its training compute (suite.training.compute)
 
 labels.txt beside it holds the label order (suite.data.contract).
 """

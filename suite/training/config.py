@@ -152,6 +152,7 @@ class RunConfig:
     stage: object = None        # the stage being trained (stage_config)
     time_budget: float = None   # minutes (suite.training.time_budget)
     epochs_given: bool = False  # train.py's --epochs (with a time budget: the most)
+    compute: dict = None        # the training compute so far (suite.training.compute)
 
     @property
     def global_batch_size(self):
@@ -176,7 +177,8 @@ class RunConfig:
         return dict(self.network.manifest(self.max_side),
                     augmentation=self.augmentation.record(),
                     data=self.data, tensorflow=tf.__version__,
-                    precision=self.precision._asdict(), training=self.training_record())
+                    precision=self.precision._asdict(), training=self.training_record(),
+                    compute=self.compute)
 
     def training_record(self):
         """model.json's "training": the optimisation, the rhythm and the start,
@@ -288,7 +290,7 @@ def resolve(args, info, plan, precision, decision, stored=None, has_gpu=False):
               "num_examples": info["num_examples"]},
         max_side=info["options"].get("max_side"), resuming=stored is not None, seed=args.seed,
         xla=args.xla, stages=stages, time_budget=args.time_budget,
-        epochs_given=bool(args.epochs))
+        epochs_given=bool(args.epochs), compute=stored and stored.get("compute"))
 
 
 def _network(args, info, stored, decision):

@@ -4,6 +4,7 @@ session and the loop, with the model directory locked while the chief writes
 into it."""
 import dataclasses
 import os
+import time
 
 import tensorflow as tf
 
@@ -16,7 +17,7 @@ from suite.model.bookkeeping import BEST_DIR, load_validation, save_validation
 from suite.model.manifest import write_manifest
 from suite.plumbing.errors import UserError, reason
 from suite.plumbing.files import folder_lock
-from suite.training import distribute, stages, start
+from suite.training import compute, distribute, stages, start
 from suite.training.config import resolve, stored_manifest
 from suite.training.features import features
 from suite.training.graph import build_replicated_training_graph, build_training_graph
@@ -130,11 +131,20 @@ def _build_graph(config):
 
 def _train_chief(config, budget):
     """The chief's run: each stage not yet trained, in turn (see
-    suite.training.stages), each in its own graph and session."""
-    step = _step_reached(config.model_dir)
+    suite.training.stages), each in its own graph and session; then the
+    run's training compute, in model.json and a line."""
+    started, step = time.time(), _step_reached(config.model_dir)
     patience_from = _what_is_left(config, step, chief=True)
     if patience_from is None:
         return 0
+    result, config = _train_stages(config, budget, step, patience_from)
+    _account(config, time.time() - started)
+    return result
+
+
+def _train_stages(config, budget, step, patience_from):
+    """Trains the stages after `step`: (exit code, the run's config as the
+    time budget left it)."""
     speed = None  # of the network's forward pass, as the features measured it
     for index, stage in enumerate(config.stages):
         if stage.end_step <= step:
@@ -149,9 +159,27 @@ def _train_chief(config, budget):
                   f"{stages.describe(config.stages[index:index + 1], step)}", flush=True)
         result, finished, config, speed = _train_stage(config, index, budget, patience_from)
         if result or not finished:
-            return result
+            return result, config
         step = config.stages[index].end_step
-    return 0
+    return 0, config
+
+
+def _account(config, seconds):
+    """Adds this run's images and seconds to the compute model.json keeps
+    (a resumed run counts on from the runs before it) and says the total."""
+    network = config.network
+    step = _step_reached(config.model_dir)
+    images = sum(seen for _, seen in compute.stage_images(config.stages, step,
+                                                          config.plan.num_replicas))
+    forward = compute.forward_flops(network.model, network.image_size, len(network.labels),
+                                    network.shortcut, network.stem)
+    flops = compute.training_flops(config.stages, step, config.plan.num_replicas, forward,
+                                   config.data["num_examples"]["train"])
+    before = (config.compute or {}).get("minutes", 0) * 60
+    record = compute.record(flops, images, before + seconds)
+    write_manifest(config.model_dir, dataclasses.replace(config, compute=record).manifest())
+    print(f"compute: {compute.describe(record)} ({forward / 1e9:.3g} GFLOP per image "
+          f"forward)", flush=True)
 
 
 def _fits(config, budget, speed):
