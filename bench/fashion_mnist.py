@@ -38,6 +38,34 @@ def cpu_name():
     return "unknown CPU"
 
 
+def write_folders(work_dir):
+    """The training and official test files as class folders under work_dir
+    (written once): {"train": folder, "test": folder}."""
+    folders = {split: os.path.join(work_dir, split) for split in ("train", "test")}
+    for split, folder in folders.items():
+        if not os.path.isdir(folder):
+            subprocess.run([sys.executable, os.path.join(REPO, "data", "make_demo_data.py"),
+                            "--split", split, "--per_class", "0", "--output", folder],
+                           check=True)
+    return folders
+
+
+def user_path(work_dir, train_flags):
+    """FlowIO.py, train.py with train_flags, Evaluation.py --image_dir TEST:
+    (seconds of FlowIO, seconds of train.py, Evaluation.py's metrics.json)."""
+    folders = write_folders(work_dir)
+    records, models = (os.path.join(work_dir, name) for name in ("tfrecords", "models"))
+    for folder in (records, models):
+        shutil.rmtree(folder, ignore_errors=True)
+    flowio = run("FlowIO.py", "--image_dir", folders["train"], "--output_dir", records)
+    training = run("train.py", "--data_dir", records, "--model_dir", models, *train_flags)
+    evaluation_dir = os.path.join(work_dir, "evaluation")
+    run("Evaluation.py", "--model_dir", models, "--image_dir", folders["test"],
+        "--output_dir", evaluation_dir)
+    with open(os.path.join(evaluation_dir, "metrics.json"), encoding="utf-8") as f:
+        return flowio, training, json.load(f)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work_dir", default="/tmp/fashion-mnist")
@@ -45,22 +73,7 @@ def main():
                         help="flags for train.py, after --")
     args = parser.parse_args()
     train_flags = [f for f in args.train_flags if f != "--"]
-    folders = {split: os.path.join(args.work_dir, split) for split in ("train", "test")}
-    for split, folder in folders.items():
-        if not os.path.isdir(folder):
-            subprocess.run([sys.executable, os.path.join(REPO, "data", "make_demo_data.py"),
-                            "--split", split, "--per_class", "0", "--output", folder],
-                           check=True)
-    records, models = (os.path.join(args.work_dir, name) for name in ("tfrecords", "models"))
-    for folder in (records, models):
-        shutil.rmtree(folder, ignore_errors=True)
-    flowio = run("FlowIO.py", "--image_dir", folders["train"], "--output_dir", records)
-    training = run("train.py", "--data_dir", records, "--model_dir", models, *train_flags)
-    evaluation_dir = os.path.join(args.work_dir, "evaluation")
-    run("Evaluation.py", "--model_dir", models, "--image_dir", folders["test"],
-        "--output_dir", evaluation_dir)
-    with open(os.path.join(evaluation_dir, "metrics.json"), encoding="utf-8") as f:
-        metrics = json.load(f)
+    flowio, training, metrics = user_path(args.work_dir, train_flags)
     recalls = [row["recall"] for row in metrics["per_class"]]
     command = " ".join(["python train.py", *train_flags])
     print(f"\n{cpu_name()}, {os.cpu_count()} cores")
