@@ -30,8 +30,8 @@ choice of checkpoint:
 
 Minutes count from the start of data preparation (FlowIO.py, the Keras
 datasets, Ultralytics' scan) to the end of training; evaluation on the
-test file is not counted. Prints one table row per contender and budget,
-with the CPU.
+test file is not counted. Prints one table row per contender and budget
+(ours with its training compute, from model.json), with the CPU.
 """
 import argparse
 import json
@@ -229,7 +229,9 @@ def run_yolo(args, minutes):
 def run_contender(args, name, minutes):
     if name == "ours":
         flowio, training, metrics = user_path(args.work_dir, ["--time_budget", str(minutes)])
-        return {"minutes": (flowio + training) / 60, "top1": metrics["top1"]}
+        with open(os.path.join(args.work_dir, "models", "model.json"), encoding="utf-8") as f:
+            pflop = json.load(f)["compute"]["pflop"]
+        return {"minutes": (flowio + training) / 60, "top1": metrics["top1"], "pflop": pflop}
     if name == "yolo":
         return run_yolo(args, minutes)
     result = subprocess.run([sys.executable, __file__, "--child", name, "--work_dir",
@@ -252,14 +254,16 @@ def main():
     if args.child:
         return keras_child(args.child, args.work_dir, float(args.minutes))
     print(f"{cpu_name()}, {os.cpu_count()} cores")
-    print("| contender | budget (minutes) | minutes | test top-1 |\n|---|---:|---:|---:|")
+    print("| contender | budget (minutes) | minutes | PFLOP | test top-1 |\n"
+          "|---|---:|---:|---:|---:|")
     for minutes in (float(m) for m in args.minutes.split(",")):
         for name in args.contenders.split(","):
             result = run_contender(args, name, minutes)
             if "error" in result:
-                print(f"| {name} | {minutes:g} | failed: {result['error'][0]} | |", flush=True)
+                print(f"| {name} | {minutes:g} | failed: {result['error'][0]} | | |", flush=True)
             else:
-                print(f"| {name} | {minutes:g} | {result['minutes']:.1f} | "
+                pflop = f"{result['pflop']:.3g}" if "pflop" in result else ""
+                print(f"| {name} | {minutes:g} | {result['minutes']:.1f} | {pflop} | "
                       f"{result['top1']:.4f} |", flush=True)
 
 
