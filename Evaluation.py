@@ -15,8 +15,8 @@ confusion_matrix.csv (every non-zero cell), misclassified.csv,
 metrics.json (every class) and report.html (one page with thumbnails, the
 curves and the label audit: suite.insight.page) to --output_dir (default:
 MODEL_DIR/eval). With more than 20 classes, the printed tables and the PNG
-show the 20 most confused. It evaluates best/'s checkpoint when there is one, else the
-newest, and its first line says which and why. `--checkpoint all` evaluates
+show the 20 most confused. It evaluates best/'s checkpoint when there is
+one, else the newest, and its first line says which and why. `--checkpoint all` evaluates
 every checkpoint and marks the best. --json prints one JSON object instead.
 Ctrl-C or SIGTERM stops it cleanly, its temporary files removed.
 

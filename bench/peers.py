@@ -218,12 +218,17 @@ def yolo_folders(work_dir):
 def run_yolo(args, minutes):
     root = yolo_folders(args.work_dir)
     environment = dict(os.environ, YOLO_OFFLINE="1")
-    result = subprocess.run([args.yolo_python, "-c", YOLO_CHILD, root, str(minutes),
-                             os.path.join(args.work_dir, "yolo-runs")],
-                            env=environment, capture_output=True, text=True)
-    if result.returncode:
-        return {"error": result.stderr.strip().splitlines()[-1:] or ["failed"]}
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return child_result(subprocess.run(
+        [args.yolo_python, "-c", YOLO_CHILD, root, str(minutes),
+         os.path.join(args.work_dir, "yolo-runs")], env=environment, capture_output=True,
+        text=True))
+
+
+def child_result(process):
+    """A child's last line, its JSON result; or its last error line."""
+    if process.returncode:
+        return {"error": process.stderr.strip().splitlines()[-1:] or ["failed"]}
+    return json.loads(process.stdout.strip().splitlines()[-1])
 
 
 def run_contender(args, name, minutes):
@@ -234,12 +239,9 @@ def run_contender(args, name, minutes):
         return {"minutes": (flowio + training) / 60, "top1": metrics["top1"], "pflop": pflop}
     if name == "yolo":
         return run_yolo(args, minutes)
-    result = subprocess.run([sys.executable, __file__, "--child", name, "--work_dir",
-                             args.work_dir, "--minutes", str(minutes)],
-                            capture_output=True, text=True)
-    if result.returncode:
-        return {"error": result.stderr.strip().splitlines()[-1:] or ["failed"]}
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return child_result(subprocess.run([sys.executable, __file__, "--child", name,
+                                        "--work_dir", args.work_dir, "--minutes", str(minutes)],
+                                       capture_output=True, text=True))
 
 
 def main():

@@ -4,8 +4,9 @@ seen, so runs on different machines compare by work done, not by minutes.
 
     forward FLOPs   two per multiply-add of the network's convolutions for one
                     image, read off its graph's static shapes (batch norm,
-                    ReLU and the shortcuts' additions, a few percent more,
-                    are left out, as fvcore and the ResNet papers leave them)
+                    ReLU and the shortcuts' additions are left out, as fvcore
+                    and the ResNet papers leave them; TensorFlow's profiler,
+                    which counts them, gives 10-20% more on our networks)
     training FLOPs  3x the forward pass per image (the backward pass is about
                     twice the forward: Kaplan et al., arXiv 2001.08361, 2.1)
 """
@@ -46,13 +47,14 @@ def stage_images(stages, step, replicas):
     return seen
 
 
-def training_flops(stages, step, replicas, forward, num_train):
-    """The run's training compute by `step`: each image a stage through the
-    network trained on costs TRAINING_PASSES forward passes; a stage on
-    cached features cost one forward pass per training image to compute
-    them (its classifier's own steps are negligible beside it)."""
+def training_flops(seen, forward, num_train):
+    """The run's training compute for stage_images' `seen`: each image a
+    stage through the network trained on costs TRAINING_PASSES forward
+    passes; a stage on cached features cost one forward pass per view of each
+    training image to compute them (its classifier's own steps are
+    negligible beside it)."""
     total = 0
-    for stage, images in stage_images(stages, step, replicas):
+    for stage, images in seen:
         if stage.cached:
             total += forward * num_train * stage.views if images else 0
         else:

@@ -169,12 +169,11 @@ def _account(config, seconds):
     (a resumed run counts on from the runs before it) and says the total."""
     network = config.network
     step = _step_reached(config.model_dir)
-    images = sum(seen for _, seen in compute.stage_images(config.stages, step,
-                                                          config.plan.num_replicas))
+    seen = compute.stage_images(config.stages, step, config.plan.num_replicas)
     forward = compute.forward_flops(network.model, network.image_size, len(network.labels),
                                     network.shortcut, network.stem)
-    flops = compute.training_flops(config.stages, step, config.plan.num_replicas, forward,
-                                   config.data["num_examples"]["train"])
+    flops = compute.training_flops(seen, forward, config.data["num_examples"]["train"])
+    images = sum(count for _, count in seen)
     before = (config.compute or {}).get("minutes", 0) * 60
     record = compute.record(flops, images, before + seconds)
     write_manifest(config.model_dir, dataclasses.replace(config, compute=record).manifest())

@@ -55,9 +55,10 @@ def test_images_and_compute_by_stage():
     assert compute.stage_images(stages, 20, replicas=2) == [(head, 2000), (network, 160)]
     # The head's features: one forward pass over each view of each of the
     # 50 training images; the network's steps: three passes an image.
-    assert compute.training_flops(stages, 20, 2, forward=1e9, num_train=50) == (
-        50 * 3 * 1e9 + 3 * 1e9 * 160)
-    assert compute.training_flops(stages, 0, 2, forward=1e9, num_train=50) == 0
+    assert compute.training_flops(compute.stage_images(stages, 20, replicas=2), forward=1e9,
+                                  num_train=50) == 50 * 3 * 1e9 + 3 * 1e9 * 160
+    assert compute.training_flops(compute.stage_images(stages, 0, replicas=2), forward=1e9,
+                                  num_train=50) == 0
 
 
 def test_the_record_and_its_line():
