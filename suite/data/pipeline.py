@@ -21,6 +21,12 @@ from suite.plumbing.names import display_name
 from suite.preprocessing.augment import Augmentation, preprocess_for_train
 from suite.preprocessing.evaluation import preprocess_for_eval
 
+# The functions given to tf.data are plain TensorFlow ops with no Python control
+# flow on tensors, so AutoGraph's rewrite of their source (a second or more of
+# every graph that reads records: BENCHMARKS.md, "Start-up") has nothing to
+# convert: graph_fn skips it.
+graph_fn = tf.autograph.experimental.do_not_convert
+
 LABEL_OUT_OF_RANGE = "a record's label is not one of the classes of dataset.json"
 RECORD_COUNT = "records in the split"  # marks the count check's error (_counted)
 
@@ -59,20 +65,20 @@ def make_dataset(data_dir, split, image_size, batch_size, training, preprocessin
     check_records(paths[0])
     num_classes = len(info["classes"])
     records = _records(paths, training, seed, shard, info["num_examples"][split]).map(
-        lambda r: _parse_record(r, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
+        graph_fn(lambda r: _parse_record(r, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
     if training:
         records = records.shuffle(10000, seed=seed, reshuffle_each_iteration=True).repeat()
         seeds = tf.data.Dataset.random(seed=seed).batch(2)  # an augmentation seed per image
-        dataset = tf.data.Dataset.zip((records, seeds)).map(
+        dataset = tf.data.Dataset.zip((records, seeds)).map(graph_fn(
             lambda f, s: (preprocess_for_train(f["image/encoded"], image_size, s,
                                                augmentation.preset, preprocessing,
                                                augmentation.random_erasing),
-                          tf.cast(f["image/class/label"], tf.int32), f["image/filename"]),
+                          tf.cast(f["image/class/label"], tf.int32), f["image/filename"])),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None)
     else:
-        dataset = records.map(
+        dataset = records.map(graph_fn(
             lambda f: (preprocess_for_eval(f["image/encoded"], image_size, preprocessing),
-                       tf.cast(f["image/class/label"], tf.int32), f["image/filename"]),
+                       tf.cast(f["image/class/label"], tf.int32), f["image/filename"])),
             num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
 
@@ -107,17 +113,20 @@ def _counted(records, expected):
     of them: a marked end is appended, counted past and dropped. The
     failure is an InvalidArgumentError that explain_data_error reads."""
     def mark(is_end):
-        return lambda record: (record, is_end)
+        return graph_fn(lambda record: (record, is_end))
 
+    @graph_fn
     def count(seen, element):
         record, is_end = element
         complete = tf.logical_or(tf.logical_not(is_end), tf.equal(seen, expected))
         with tf.control_dependencies([tf.debugging.Assert(complete, [RECORD_COUNT, seen])]):
             return seen + 1, (tf.identity(record), is_end)
 
+    @graph_fn
     def is_record(record, is_end):
         return tf.logical_not(is_end)
 
+    @graph_fn
     def record_only(record, is_end):
         return record
 

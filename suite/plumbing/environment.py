@@ -10,6 +10,7 @@ before anything imports TensorFlow, so the environment is set here, not as a
 side effect of which module happens to be imported first.
 """
 import contextlib
+import importlib.util
 import logging
 import os
 import sys
@@ -28,18 +29,50 @@ def configure(verbose=False):
     while TensorFlow loads and probes for devices, before any of its log
     settings apply, so both happen here with stderr pointed at /dev/null; the
     scripts' own messages come later. A setting the user made in the
-    environment wins.
+    environment wins. TensorFlow and TF-slim load without the libraries
+    they would load and we never use (_unused_libraries_skipped).
     """
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    if verbose:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _stderr_silenced():
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    silenced = contextlib.nullcontext() if verbose else _stderr_silenced()
+    with silenced, _unused_libraries_skipped():
         import tensorflow as tf
-        tf.config.list_physical_devices("GPU")  # the CUDA probe logs here
-    # TensorFlow's Python logger: deprecation notices of the TF1 APIs we use,
-    # and errors the scripts catch and report in their own words.
-    tf.get_logger().setLevel("CRITICAL")
+        import tf_slim  # noqa: F401
+        if not verbose:
+            tf.config.list_physical_devices("GPU")  # the CUDA probe logs here
+    if not verbose:
+        # TensorFlow's Python logger: deprecation notices of the TF1 APIs we
+        # use, and errors the scripts catch and report in their own words.
+        tf.get_logger().setLevel("CRITICAL")
+
+
+@contextlib.contextmanager
+def _unused_libraries_skipped():
+    """Loading TensorFlow imports Keras 3's optimizers eagerly (unless
+    TF_USE_LEGACY_KERAS asks for tf_keras instead), and Keras and TF-slim's
+    metric-learning loss import scikit-learn wherever it is installed
+    (cleanlab brings it, for Evaluation.py --audit). The scripts use none of
+    them, and they were a third of each script's start (BENCHMARKS.md,
+    "Start-up"). Inside this context TensorFlow is told to use
+    tf_keras where that is not installed, so its eager import fails quietly
+    (tf.keras is then unusable in this process: nothing here uses it), and
+    scikit-learn counts as absent; both are as before once it ends, for
+    cleanlab and for child processes."""
+    skip_keras = ("TF_USE_LEGACY_KERAS" not in os.environ
+                  and importlib.util.find_spec("tf_keras") is None)
+    skip_sklearn = "sklearn" not in sys.modules
+    if skip_keras:
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    if skip_sklearn:
+        sys.modules["sklearn"] = None  # an import of it raises ImportError
+    try:
+        yield
+    finally:
+        if skip_keras:
+            del os.environ["TF_USE_LEGACY_KERAS"]
+        if skip_sklearn and sys.modules.get("sklearn", "") is None:
+            del sys.modules["sklearn"]
 
 
 @contextlib.contextmanager

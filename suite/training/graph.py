@@ -13,7 +13,7 @@ import zlib
 import tensorflow as tf
 import tf_slim as slim
 
-from suite.data.pipeline import make_dataset
+from suite.data.pipeline import graph_fn, make_dataset
 from suite.model.checkpoints import MOVING_AVERAGE_NAME
 from suite.preprocessing.mixup import mix_batch
 from suite.training.step import make_optimizer, training_step
@@ -29,6 +29,7 @@ def training_inputs(config, shard=None):
                            augmentation=config.augmentation, seed=config.seed, shard=shard)
     num_classes = len(config.network.labels)
 
+    @graph_fn
     def mixed(images, labels, _):
         targets = tf.one_hot(labels, num_classes)
         images, targets = mix_batch(images, targets, config.augmentation.mixup,
