@@ -34,6 +34,13 @@ def build_network(images, manifest, is_train, **options):
     # One pass over the images and their mirror images (a batch twice as
     # long): eval-mode batch norm treats each image on its own.
     plain, mirrored = tf.split(network(tf.concat([images, tf.reverse(images, axis=[2])], 0)), 2)
+    return mirror_average(plain, mirrored)
+
+
+def mirror_average(plain, mirrored):
+    """The logits of the mean of two class probabilities: the images' logits
+    and their mirror images'. The head stage's validation on cached features
+    (suite.training.validation) averages with this too."""
     log_probabilities = tf.stack([tf.nn.log_softmax(plain), tf.nn.log_softmax(mirrored)])
     # log((p + q) / 2), computed without leaving log space (no log(0) = -inf)
     return tf.reduce_logsumexp(log_probabilities, axis=0) - math.log(2.0)

@@ -51,7 +51,8 @@ def key(config, stage):
             "shortcut": network["shortcut"], "stem": network["stem"],
             "image_size": network["image_size"], "preprocessing": network["preprocessing"],
             "weights": config.network.pretrained or config.start.weights,
-            "augmentation": config.augmentation.record(), "views": stage.views}
+            "augmentation": config.augmentation.record(), "views": stage.views,
+            "flip_average": network["flip_average"]}
 
 
 def features(config, stage, budget=None):
@@ -123,8 +124,10 @@ def _compute(config, stage, budget):
         images = tf.compat.v1.placeholder(tf.float32, [None] + [manifest["image_size"]] * 2
                                           + [3])
         end_points = {}
-        build_network(images, manifest, is_train=False, end_points=end_points,
-                      compute_dtype=config.precision.graph_dtype)
+        # Each view's own features: the mirror average is the predictions'
+        # (suite.model.network), and the training views are mirrored already.
+        build_network(images, dict(manifest, flip_average=False), is_train=False,
+                      end_points=end_points, compute_dtype=config.precision.graph_dtype)
         pooled = tf.cast(tf.reshape(end_points["pool"], [tf.shape(images)[0], -1]), tf.float32)
         with tf.compat.v1.Session(config=session_config(False, config.precision)) as session:
             _load_weights(session, config)
@@ -132,7 +135,8 @@ def _compute(config, stage, budget):
             rows = _rows(session, train_next, images, pooled, info_counts["train"],
                          stage.views, budget, config.data_dir, "train")
             val = (_rows(session, validation_next, images, pooled, info_counts["validation"],
-                         1, None, config.data_dir, "validation")
+                         1, None, config.data_dir, "validation",
+                         mirrored=manifest["flip_average"])
                    if validation_next is not None else (np.zeros((0, 1), np.float16),
                                                         np.zeros(0, np.int32)))
     seconds = time.time() - started
@@ -152,16 +156,21 @@ def _load_weights(session, config):
         warm_start(session, config.start.weights, config.start.exclude_scopes, report=False)
 
 
-def _rows(session, next_batch, images, pooled, count, views, budget, data_dir, split):
+def _rows(session, next_batch, images, pooled, count, views, budget, data_dir, split,
+          mirrored=False):
     """(features [rows, D] float16, labels [rows] int32) of `views` passes
     over the count images of the split; fewer passes when the budget says
-    so after each one."""
+    so after each one. mirrored: each row is the image's features then its
+    mirror image's, [rows, 2D], for a validation that averages the two
+    (suite.training.validation)."""
     features, labels, done, passes = [], [], 0, 0
     started = time.time()
     while done < count * views:
         try:
             batch, batch_labels, _ = session.run(next_batch)
-            features.append(session.run(pooled, {images: batch}).astype(np.float16))
+            batches = [batch, batch[:, :, ::-1]] if mirrored else [batch]
+            features.append(np.concatenate([session.run(pooled, {images: b}) for b in batches],
+                                           axis=1).astype(np.float16))
         except tf.errors.OutOfRangeError:
             break
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from suite.data.pipeline import explain_data_error, make_dataset
 from suite.model.bookkeeping import MOVING_AVERAGE, RAW
-from suite.model.network import build_network
+from suite.model.network import build_network, mirror_average
 from suite.training.head import classifier, head_validation_inputs
 
 
@@ -31,7 +31,12 @@ def build_validation_graph(config, moving_average=None, cached=None):
         initializer, (features, labels) = head_validation_inputs(config, cached)
 
         def network():
-            return classifier(features, len(manifest["labels"]))
+            if not manifest["flip_average"]:
+                return classifier(features, len(manifest["labels"]))
+            # Each row holds the image's features and its mirror image's (features.py).
+            plain, mirrored = tf.split(features, 2, axis=1)
+            return mirror_average(classifier(plain, len(manifest["labels"])),
+                                  classifier(mirrored, len(manifest["labels"])))
 
     def correct(custom_getter=None):
         with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True,
