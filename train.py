@@ -132,7 +132,8 @@ def parse_args(argv=None):
                             "Fashion-MNIST (BENCHMARKS.md, \"Flip average\"); only where a "
                             "mirrored image is of the same class. "
                             "Resuming keeps the model's setting unless this flag is given "
-                            "(default: off)")
+                            "(default: on for small images, the small stem, unless --augment "
+                            "none; off for photos)")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--time_budget", type=flags.positive_float, default=None,
                        metavar="MINUTES",

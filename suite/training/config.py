@@ -231,6 +231,15 @@ def default_stem(image_size):
     return "small" if image_size <= SMALL_IMAGE_SIDE else "imagenet"
 
 
+def default_flip_average(stem, augment):
+    """Whether a new model's predictions average each image with its mirror
+    image (train.py --flip_average unset): for small images (the small stem)
+    trained with flips, where it gained on validation at every length of
+    training measured, for a second pass of a network that costs little at
+    their size (BENCHMARKS.md, "Flip average"); photos keep one pass."""
+    return stem == "small" and augment != "none"
+
+
 def default_epochs(num_train, model):
     images = DEFAULT_TRAINING_IMAGES.get(model, DEFAULT_TRAINING_IMAGES["layer_14"])
     epochs = images / max(1, num_train)
@@ -312,7 +321,8 @@ def _network(args, info, stored, decision):
                        stem=stem, image_size=image_size, labels=tuple(info["classes"]),
                        pretrained=weights, mean_rgb=tuple(normalization["mean_rgb"]),
                        std_rgb=tuple(normalization["std_rgb"]),
-                       flip_average=bool(args.flip_average))
+                       flip_average=(default_flip_average(stem, args.augment)
+                                     if args.flip_average is None else args.flip_average))
     if args.pretrained == "on":  # asked for on a model that may not have them
         weights = pretrained.release(args.model or stored["model"])
     # What the model was trained with (older manifests lack the newer keys).

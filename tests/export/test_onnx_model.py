@@ -28,11 +28,13 @@ def test_onnx_model_contract(exported, trained_model, tmp_path, monkeypatch):
         "model.labels.txt", "model.onnx"]
     model = onnx.load(exported["onnx"])
     assert {o.domain: o.version for o in model.opset_import}[""] == onnx_model.ONNX_OPSET
-    # Each of layer_14's four option-A shortcuts is split into a Concat
+    # Each of the network's four option-A shortcuts is split into a Concat
     # (onnx_model.split_padded_shortcuts); the probabilities below and the
     # client's agreement with useModel.py check that it computes the same.
     op_types = [node.op_type for node in model.graph.node]
-    assert op_types.count("Concat") == 4 and "Pad" not in op_types
+    split = [node for node in model.graph.node if node.op_type == "Concat"
+             and all(name.endswith("/relu") for name in node.input)]
+    assert len(split) == 4 and "Pad" not in op_types
     session = onnxruntime.InferenceSession(exported["onnx"], providers=["CPUExecutionProvider"])
     [model_input], [output] = session.get_inputs(), session.get_outputs()
     assert (model_input.name, model_input.type, model_input.shape) == (

@@ -45,6 +45,32 @@ def test_balanced_class_weights_are_inverse_frequency():
     np.testing.assert_array_equal(class_weight_vector("none", train_counts), [1, 1])
 
 
+def data_info(median_side):
+    """dataset.json's record of 1,000 images of two classes."""
+    return {"classes": ["bag", "coat"], "num_examples": {"train": 800, "validation": 200},
+            "counts": {"bag": {"train": 400, "validation": 100},
+                       "coat": {"train": 400, "validation": 100}},
+            "image_size": {"height": {"median": median_side},
+                           "width": {"median": median_side}},
+            "options": {"max_side": None}, "fingerprint": "f" * 64}
+
+
+@pytest.mark.parametrize("median_side,flags,expected", [
+    (28, [], True),                         # small images, trained with flips
+    (28, ["--augment", "none"], False),     # nothing was mirrored in training
+    (28, ["--no-flip_average"], False),
+    (64, [], False),                        # photos keep one pass
+    (64, ["--flip_average"], True)])
+def test_small_images_predict_with_the_mirror_average_unless_told(tmp_path, median_side, flags,
+                                                                   expected):
+    args = train.parse_args(["--model_dir", str(tmp_path / "models"), "--pretrained", "off",
+                             *flags])
+    config = resolve_flags(args, data_info(median_side), distribute.Plan(["/cpu:0"]),
+                           hardware_precision.choose_precision("fp32"))
+    assert config.network.flip_average is expected
+    assert config.network.manifest()["flip_average"] is expected
+
+
 # model.json as train.py wrote it before the library moved into suite/ (its
 # "training" held train.py's flags): such a model directory must still resume.
 EARLIER_MANIFEST = {
@@ -72,11 +98,7 @@ def test_a_model_directory_written_before_the_move_resumes_as_it_was(tmp_path):
     (model_dir / MANIFEST_FILE).write_text(json.dumps(EARLIER_MANIFEST), encoding="utf-8")
     contract.write_labels(str(model_dir), ["bag", "coat"])
     (model_dir / "model.ckpt-12.index").write_bytes(b"")  # resuming: found by its file
-    info = {"classes": ["bag", "coat"], "num_examples": {"train": 800, "validation": 200},
-            "counts": {"bag": {"train": 400, "validation": 100},
-                       "coat": {"train": 400, "validation": 100}},
-            "image_size": {"height": {"median": 28}, "width": {"median": 28}},
-            "options": {"max_side": None}, "fingerprint": "f" * 64}
+    info = data_info(median_side=28)
     args = train.parse_args(["--model_dir", str(model_dir)])
     config = resolve_flags(args, info, distribute.Plan(["/cpu:0"]),
                      hardware_precision.choose_precision("fp32"))

@@ -11,6 +11,7 @@ from contextlib import redirect_stdout
 import numpy as np
 import pytest
 
+import resnet
 import train
 from helpers import TRAIN_ARGS, resolve_flags, run_script
 from suite.data import contract
@@ -57,8 +58,13 @@ def test_the_cache_is_used_while_its_key_matches_and_computed_afresh_otherwise(h
     config, stage = head_config
     first, fresh = computed(config, stage)
     counts = config.data["num_examples"]
-    assert fresh and first.train.shape == (stage.views * counts["train"], 2048)
-    assert first.train.dtype == np.float16 and first.validation.shape[0] == counts["validation"]
+    depth = resnet.ResNet_demo[config.network.model][-1]["depth"]  # the pooled features'
+    assert fresh and first.train.shape == (stage.views * counts["train"], depth)
+    # A validation row holds the image's features and its mirror image's: small images
+    # predict with the mirror average by default.
+    assert config.network.flip_average
+    assert first.train.dtype == np.float16
+    assert first.validation.shape == (counts["validation"], 2 * depth)
     per_class = contract.load_dataset_info(config.data_dir)["counts"]
     assert np.bincount(first.train_labels).tolist() == [  # every image, views times
         stage.views * per_class[name]["train"] for name in config.network.labels]
