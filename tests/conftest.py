@@ -50,7 +50,7 @@ def colour_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_model(colour_data, tmp_path_factory):
-    """A layer_14 model trained for 8 epochs on the colour data: its model_dir."""
+    """A model (TRAIN_ARGS) trained for 8 epochs on the colour data: its model_dir."""
     _, data_dir = colour_data
     model_dir = str(tmp_path_factory.mktemp("model") / "models")
     run_script("train.py", "--data_dir", data_dir, "--model_dir", model_dir, *TRAIN_ARGS,

@@ -57,9 +57,12 @@ def test_model_dir_describes_itself(colour_data, trained_model):
     manifest = load_manifest(trained_model)
     info = contract.load_dataset_info(colour_data[1])
     assert manifest["labels"] == info["classes"]
-    assert (manifest["model"], manifest["shortcut"], manifest["image_size"]) == ("layer_14", "A", 32)
-    # 32-px images: the small stem and the light crops (train.py's defaults for them)
+    assert (manifest["model"], manifest["shortcut"], manifest["image_size"]) == \
+        ("layer_14_half", "A", 32)
+    # 32-px images: the small stem, the light crops and the mirror average (train.py's
+    # defaults for them)
     assert manifest["stem"] == "small" and manifest["augmentation"]["preset"] == "light"
+    assert manifest["flip_average"] is True
     assert manifest["data"]["fingerprint"] == info["fingerprint"]
     assert manifest["preprocessing"]["mean_rgb"] == list(normalization.MEAN_RGB)
     assert manifest["tensorflow"] == tf.__version__
@@ -73,7 +76,7 @@ def test_model_dir_describes_itself(colour_data, trained_model):
     # The training compute: every step's batch of 16, three forward passes each
     compute = manifest["compute"]
     steps = max(steps_saved(trained_model))
-    forward = forward_flops("layer_14", 32, len(info["classes"]), "A", "small")
+    forward = forward_flops("layer_14_half", 32, len(info["classes"]), "A", "small")
     assert compute["images"] == steps * 16
     assert compute["pflop"] == pytest.approx(3 * forward * steps * 16 / 1e15, rel=1e-3)
     assert compute["minutes"] > 0 and compute["images_per_second"] > 0
@@ -434,7 +437,7 @@ def disk(tmp_path):
 def test_a_full_disk_during_a_save_names_the_reason_and_leaves_nothing_behind(
         colour_data, disk):
     path, _ = disk("1m")
-    model_dir = os.path.join(path, "models")  # a layer_14 checkpoint does not fit in 1 MB
+    model_dir = os.path.join(path, "models")  # no checkpoint of TRAIN_ARGS fits in 1 MB
     result = run_script("train.py", "--data_dir", colour_data[1], "--model_dir", model_dir,
                         *TRAIN_ARGS, "--epochs", "0.2", check=False)
     # The checkpoint or the TensorBoard events, whichever fills the disk first.

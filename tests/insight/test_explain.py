@@ -58,7 +58,7 @@ def patch_model(module_tmp):
     convert(str(root / "images"), str(root / "records"), workers=1)  # FlowIO.py's conversion
     model_dir = str(root / "models")
     run_script("train.py", "--data_dir", root / "records", "--model_dir", model_dir,
-               *TRAIN_ARGS, "--epochs", "12")
+               *TRAIN_ARGS, "--model", "layer_14", "--epochs", "12")
     return model_dir
 
 

@@ -53,7 +53,7 @@ def softmax(logits):
 
 @pytest.fixture(scope="module")
 def flip_model(colour_data, module_tmp):
-    """A layer_14 model trained with --flip_average, and a copy of it whose
+    """A model trained with --flip_average, and a copy of it whose
     model.json turns the average off: (model_dir, plain_dir)."""
     _, data_dir = colour_data
     root = module_tmp / "flip"
