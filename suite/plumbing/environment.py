@@ -16,12 +16,20 @@ import os
 import sys
 
 
+# oneDNN's cache of compiled kernels, in kernels (its default: 1024). A
+# training run's kernels (forward, backward, validation) seem to overflow
+# 1024: with it, one or two early validations of each run took 24-67 s
+# instead of 4-8, with 8192 none did (BENCHMARKS.md, "Time to accuracy").
+ONEDNN_PRIMITIVE_CACHE = 8192
+
+
 def configure(verbose=False):
     """Sets TensorFlow's environment and loads it; call before importing it.
 
     TF_ENABLE_ONEDNN_OPTS=1: oneDNN is off by default on AMD CPUs with AVX2
     only, and without it backprop through convs on small feature maps is
     pathologically slow (6.7x at 32 px on such a CPU).
+    ONEDNN_PRIMITIVE_CACHE_CAPACITY: see ONEDNN_PRIMITIVE_CACHE.
     Unless verbose, TensorFlow loads with its C++ log lines silenced: without
     a GPU every run would otherwise start with "Could not find cuda drivers",
     "oneDNN custom operations are on" and an "E0000 ... failed call to cuInit"
@@ -33,6 +41,7 @@ def configure(verbose=False):
     they would load and we never use (_unused_libraries_skipped).
     """
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_PRIMITIVE_CACHE))
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     silenced = contextlib.nullcontext() if verbose else _stderr_silenced()
