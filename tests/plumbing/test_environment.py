@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from helpers import run_script
+from helpers import REPO, run_script
 from suite.plumbing import environment
 
 
@@ -37,8 +37,7 @@ def test_tensorflow_loads_without_keras_and_with_the_kernel_cache_unless_told(ca
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
     if cache:
         env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = cache  # the user's setting wins
-    repository = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    printed = subprocess.run([sys.executable, "-c", CONFIGURED], env=env, cwd=repository,
+    printed = subprocess.run([sys.executable, "-c", CONFIGURED], env=env, cwd=REPO,
                              capture_output=True, text=True, check=True).stdout.split()
     expected_cache = cache or str(environment.ONEDNN_PRIMITIVE_CACHE)
     # Neither Keras nor scikit-learn was loaded, and the switch that kept Keras out is
